@@ -1,0 +1,6 @@
+//! The gatemend agent: one per host.
+//!
+//! Stages, each in its own folder (see ARCHITECTURE.md): `probe` reads the host's real state
+//! (systemd over D-Bus, sockets, php-fpm pools).
+
+pub mod probe;

@@ -1,0 +1,89 @@
+//! `gatemend-agent`: the host agent's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatemend_agent::probe::{php_fpm, systemd::Systemd};
+
+#[derive(Debug, Parser)]
+#[command(name = "gatemend-agent", version, about = "gatemend host agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the host's state once and print it as JSON.
+    Probe {
+        #[command(subcommand)]
+        what: Probe,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Probe {
+    /// A systemd unit's state over D-Bus (ActiveState, SubState, Result, NRestarts, MainPID).
+    Unit {
+        /// Unit names, e.g. nginx.service php8.2-fpm.service.
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// D-Bus address to use instead of the system bus.
+        #[arg(long)]
+        bus: Option<String>,
+    },
+    /// Every php-fpm pool of every installed version, with its socket, owner, mode and unit.
+    Pools {
+        /// The root the pool files are found under.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatemend-agent: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Probe {
+            what: Probe::Unit { units, bus },
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let systemd = match bus {
+                    Some(address) => Systemd::at_address(&address).await?,
+                    None => Systemd::system().await?,
+                };
+                for unit in units {
+                    let state = systemd.unit_state(&unit).await?;
+                    println!("{}", serde_json::to_string(&state)?);
+                }
+                Ok(())
+            })
+        }
+        Command::Probe {
+            what: Probe::Pools { root },
+        } => {
+            let pools = php_fpm::read_pools(&root).context("reading php-fpm pools")?;
+            for pool in pools {
+                println!("{}", serde_json::to_string(&pool)?);
+            }
+            Ok(())
+        }
+    }
+}

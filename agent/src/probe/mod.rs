@@ -1,0 +1,7 @@
+//! Probes: read the host's real state. Each probe is one file and owns one interface.
+
+pub mod error;
+pub mod php_fpm;
+pub mod systemd;
+
+pub use error::ProbeError;

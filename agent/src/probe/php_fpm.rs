@@ -1,0 +1,218 @@
+//! php-fpm pools: where each pool listens, with which owner, group and mode, and which
+//! systemd unit runs it.
+//!
+//! Parsing is pure and total ([`parse_pools`]); reading the files of every installed version
+//! is [`read_pools`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::ProbeError;
+
+/// One `[name]` pool of a php-fpm pool file, with php-fpm's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    /// The section name, e.g. `www`.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The PHP version from the file's path (`8.2` for `/etc/php/8.2/fpm/pool.d/www.conf`).
+    pub version: Option<String>,
+    /// `listen =`: a unix socket path or `[addr:]port`.
+    pub listen: Option<String>,
+    /// `listen.owner`, defaulting to the pool's `user` as php-fpm does.
+    pub listen_owner: Option<String>,
+    /// `listen.group`, defaulting to the pool's `group` as php-fpm does.
+    pub listen_group: Option<String>,
+    /// `listen.mode`, default `0660`.
+    pub listen_mode: String,
+    /// `user` the workers run as.
+    pub user: Option<String>,
+    /// `group` the workers run as.
+    pub group: Option<String>,
+    /// `pm.max_children`, when set to a number.
+    pub max_children: Option<u32>,
+}
+
+impl Pool {
+    /// The systemd unit that runs this pool, from the version in its path:
+    /// `php8.2-fpm.service`.
+    pub fn unit(&self) -> Option<String> {
+        self.version.as_ref().map(|v| format!("php{v}-fpm.service"))
+    }
+
+    /// The socket path, when the pool listens on a unix socket.
+    pub fn socket_path(&self) -> Option<&str> {
+        self.listen.as_deref().filter(|l| l.starts_with('/'))
+    }
+}
+
+/// Parses the text of one pool file. Never fails: lines that are not `key = value` or a
+/// `[section]` are ignored, as php-fpm would reject the file at start-up anyway and this
+/// probe only reports what is there. Keys before the first section are ignored.
+pub fn parse_pools(file: &Path, text: &str) -> Vec<Pool> {
+    let version = version_from_path(file);
+    let mut pools: Vec<Pool> = Vec::new();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            pools.push(Pool {
+                name: name.trim().to_owned(),
+                file: file.to_owned(),
+                version: version.clone(),
+                listen: None,
+                listen_owner: None,
+                listen_group: None,
+                listen_mode: "0660".to_owned(),
+                user: None,
+                group: None,
+                max_children: None,
+            });
+            continue;
+        }
+        let (Some(pool), Some((key, value))) = (pools.last_mut(), line.split_once('=')) else {
+            continue;
+        };
+        let value = unquote(value.trim()).replace("$pool", &pool.name);
+        match key.trim() {
+            "listen" => pool.listen = Some(value),
+            "listen.owner" => pool.listen_owner = Some(value),
+            "listen.group" => pool.listen_group = Some(value),
+            "listen.mode" => pool.listen_mode = value,
+            "user" => pool.user = Some(value),
+            "group" => pool.group = Some(value),
+            "pm.max_children" => pool.max_children = value.parse().ok(),
+            _ => {}
+        }
+    }
+    for pool in &mut pools {
+        if pool.listen_owner.is_none() {
+            pool.listen_owner.clone_from(&pool.user);
+        }
+        if pool.listen_group.is_none() {
+            pool.listen_group.clone_from(&pool.group);
+        }
+    }
+    pools
+}
+
+/// Reads every pool of every installed php-fpm version under `root` (`/` on a host):
+/// `etc/php/*/fpm/pool.d/*.conf`, sorted by path.
+pub fn read_pools(root: &Path) -> Result<Vec<Pool>, ProbeError> {
+    let php = root.join("etc/php");
+    let mut files = Vec::new();
+    for version in read_dir_sorted(&php)? {
+        let pool_d = version.join("fpm/pool.d");
+        if pool_d.is_dir() {
+            files.extend(
+                read_dir_sorted(&pool_d)?
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "conf")),
+            );
+        }
+    }
+    let mut pools = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|source| ProbeError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        // Report the pool under the path the host sees, not the path it was read through.
+        let shown = Path::new("/").join(file.strip_prefix(root).unwrap_or(&file));
+        pools.extend(parse_pools(&shown, &String::from_utf8_lossy(&bytes)));
+    }
+    Ok(pools)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ProbeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ProbeError::Read {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn version_from_path(file: &Path) -> Option<String> {
+    let mut parts = file.iter().map(|p| p.to_string_lossy());
+    parts.find(|p| p == "php")?;
+    let version = parts.next()?;
+    (!version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .then(|| version.into_owned())
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debian bookworm's shipped `/etc/php/8.2/fpm/pool.d/www.conf`, comments trimmed.
+    const DEBIAN_WWW: &str = "; Start a new pool named 'www'.\n[www]\nuser = www-data\n\
+        group = www-data\nlisten = /run/php/php8.2-fpm.sock\nlisten.owner = www-data\n\
+        listen.group = www-data\n;listen.mode = 0660\npm = dynamic\npm.max_children = 5\n";
+
+    #[test]
+    fn debian_pool_gives_socket_owner_mode_and_unit() {
+        let pools = parse_pools(Path::new("/etc/php/8.2/fpm/pool.d/www.conf"), DEBIAN_WWW);
+        assert_eq!(pools.len(), 1);
+        let www = &pools[0];
+        assert_eq!(www.name, "www");
+        assert_eq!(www.socket_path(), Some("/run/php/php8.2-fpm.sock"));
+        assert_eq!(www.listen_owner.as_deref(), Some("www-data"));
+        assert_eq!(www.listen_group.as_deref(), Some("www-data"));
+        assert_eq!(www.listen_mode, "0660");
+        assert_eq!(www.max_children, Some(5));
+        assert_eq!(www.unit().as_deref(), Some("php8.2-fpm.service"));
+    }
+
+    #[test]
+    fn listen_owner_defaults_to_the_pool_user_and_pool_variable_expands() {
+        let text = "[api]\nuser = app\ngroup = app\nlisten = \"/run/php/$pool.sock\"\n\
+                    listen.mode = 0600\n[tcp]\nlisten = 127.0.0.1:9000\n";
+        let pools = parse_pools(Path::new("/etc/php/7.4/fpm/pool.d/x.conf"), text);
+        assert_eq!(pools.len(), 2);
+        assert_eq!(pools[0].socket_path(), Some("/run/php/api.sock"));
+        assert_eq!(pools[0].listen_owner.as_deref(), Some("app"));
+        assert_eq!(pools[0].listen_mode, "0600");
+        assert_eq!(pools[1].socket_path(), None);
+        assert_eq!(pools[1].listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(pools[1].unit().as_deref(), Some("php7.4-fpm.service"));
+    }
+
+    #[test]
+    fn garbage_gives_no_pool_and_no_panic() {
+        for text in [
+            "",
+            "=",
+            "[",
+            "]\n[",
+            "listen = /x\n",
+            "[a]\n=\n==\nkey\n",
+            "\u{0}\u{feff}[x",
+        ] {
+            let _ = parse_pools(Path::new("weird"), text);
+        }
+        assert!(parse_pools(Path::new("/p"), "listen = /x\n").is_empty());
+        assert_eq!(
+            parse_pools(Path::new("/p"), "[a]\npm.max_children = lots\n")[0].max_children,
+            None
+        );
+    }
+}

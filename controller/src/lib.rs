@@ -1,0 +1,2 @@
+//! The gatemend controller: receives findings from the fleet, decides by YAML policy,
+//! dispatches actions to agents and audits every step (see ARCHITECTURE.md).

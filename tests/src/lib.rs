@@ -1,0 +1,1 @@
+//! The testbed. Filled next.
