@@ -1,1 +1,11 @@
-//! The testbed. Filled next.
+//! The gatemend test support: a fleet of real Debian hosts (systemd, D-Bus, nginx, php-fpm)
+//! booted with systemd-nspawn on this machine. See ../shared/TESTBED.md and README.md.
+//!
+//! ```no_run
+//! use gatemend_tests::testbed::{Fleet, HostSpec};
+//! let fleet = Fleet::boot(2, &HostSpec::default()).unwrap();
+//! let web = &fleet.hosts()[0];
+//! web.exec(&["systemctl", "stop", "php8.2-fpm"]).unwrap();
+//! ```
+
+pub mod testbed;
