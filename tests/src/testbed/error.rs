@@ -72,6 +72,14 @@ pub enum TestbedError {
         /// The last lines of it.
         console_tail: String,
     },
+    /// A workspace binary the test needs was not built.
+    #[error("`{name}` is not built next to {}: run `cargo build --workspace --bins` first (./test.sh does)", near.display())]
+    BinaryNotBuilt {
+        /// The binary.
+        name: String,
+        /// The program that looked for it.
+        near: PathBuf,
+    },
     /// Every host slot is taken by other running tests.
     #[error("all {0} testbed host slots are in use (see /run/gatemend-testbed/slots)")]
     NoFreeSlot(u16),

@@ -5,8 +5,10 @@
 //! - [`slot`]: per-host names and address ranges that two test processes never share.
 //! - [`host`]: one booted host: exec, files, D-Bus address, teardown.
 //! - [`fleet`]: several hosts booted together.
+//! - [`binaries`]: the freshly built gatemend binaries, to bind-mount into hosts.
 //! - [`http`]: a minimal HTTP/1.0 client for asserting what nginx answers.
 
+pub mod binaries;
 mod error;
 pub mod fleet;
 pub mod host;
