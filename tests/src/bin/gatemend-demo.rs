@@ -55,8 +55,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 
     println!();
     println!(
-        "{:<8} {:<12} {:<22} {:<22} {:<10} {}",
-        "HOST", "ADDRESS", "nginx", "php8.2-fpm", "GET /", "GET /index.php"
+        "{:<8} {:<12} {:<22} {:<22} {:<10} GET /index.php",
+        "HOST", "ADDRESS", "nginx", "php8.2-fpm", "GET /"
     );
     let mut healthy = true;
     for host in fleet.hosts() {
