@@ -1,0 +1,432 @@
+//! What the guards remember about the fleet, as one plain serialisable struct.
+//!
+//! [`FleetData`] is the state itself: hosts, in-flight actions, storm episodes. It is shaped
+//! like the tables it will become when several controllers share a PostgreSQL database
+//! (issue 9): a row per host, per in-flight action, per storm; nothing is hidden inside the
+//! policies or the matcher. [`FleetState`] adds indices derived from it (rebuilt on
+//! deserialization, never serialized) so that a decision costs a few lookups, not a scan of
+//! 10,000 hosts.
+//!
+//! Reading is done by [`super::decide`]; changing only by the explicit transitions below:
+//! [`FleetState::host_online`], [`FleetState::host_offline`], [`FleetState::record_finding`],
+//! [`FleetState::record_acted`], [`FleetState::record_storm`],
+//! [`FleetState::record_attempts_escalated`], [`FleetState::record_dispatched`],
+//! [`FleetState::record_finished`]. [`super::apply`] applies a decision's transitions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use gatemend_proto::Cause;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::finding::{Finding, UnixMs};
+
+/// One host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostState {
+    /// Its agent is connected.
+    pub online: bool,
+    /// Operator-set labels from the agent's Hello.
+    pub labels: BTreeMap<String, String>,
+    /// Ids of its unresolved findings; the host is healthy when this is empty.
+    pub open_findings: BTreeSet<String>,
+    /// Since when it has had no open finding; `None` while it has some.
+    pub healthy_since: Option<UnixMs>,
+    /// When each cause was last seen on it (storm detection).
+    pub seen: Vec<Seen>,
+    /// When each policy last acted on it (cooldown).
+    pub acted: Vec<Acted>,
+    /// Actions dispatched per cause (max_attempts).
+    pub attempts: Vec<Attempts>,
+}
+
+/// A cause's latest sighting on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seen {
+    /// The cause.
+    pub cause: Cause,
+    /// The last line's time (never later than the controller's clock).
+    pub at: UnixMs,
+}
+
+/// A policy's latest act on a host: an execute, a dry run, an approval request or an
+/// escalation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acted {
+    /// The policy's name.
+    pub policy: String,
+    /// When.
+    pub at: UnixMs,
+}
+
+/// Attempts to mend one cause on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attempts {
+    /// The cause.
+    pub cause: Cause,
+    /// Actions dispatched since the last reset.
+    pub count: u32,
+    /// The latest dispatch.
+    pub last: UnixMs,
+    /// The deciding policy's attempts_window: healthy this long resets the count.
+    pub window_ms: u64,
+    /// The exhaustion has been escalated (escalate once, then hold).
+    pub escalated: bool,
+}
+
+/// A dispatched action that has not finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFlight {
+    /// The host it runs on.
+    pub host: String,
+    /// The policy that decided it.
+    pub policy: String,
+    /// The cause it mends.
+    pub cause: Cause,
+    /// When it was dispatched.
+    pub since: UnixMs,
+}
+
+/// A storm of one cause: escalated once, held since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormEpisode {
+    /// When it was escalated.
+    pub escalated_at: UnixMs,
+    /// The latest decision that found the storm still on.
+    pub last_seen: UnixMs,
+}
+
+/// The state itself; see the module documentation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetData {
+    /// Every host ever heard of, by name.
+    pub hosts: HashMap<String, HostState>,
+    /// In-flight actions by dispatch id.
+    pub in_flight: BTreeMap<String, InFlight>,
+    /// Storm episodes by cause.
+    pub storms: BTreeMap<Cause, StormEpisode>,
+}
+
+/// [`FleetData`] with the indices the guards need. Serializes as `FleetData`.
+#[derive(Debug, Clone, Default)]
+pub struct FleetState {
+    data: FleetData,
+    /// Hosts online.
+    online: usize,
+    /// In-flight actions per host (its length is the number of busy hosts).
+    busy: HashMap<String, u32>,
+    /// Per cause (by wire value): (last seen, host) of the ONLINE hosts that showed it.
+    by_cause: Vec<BTreeSet<(UnixMs, String)>>,
+}
+
+fn slot(cause: Cause) -> usize {
+    cause as usize
+}
+
+impl FleetState {
+    /// An empty fleet.
+    pub fn new() -> FleetState {
+        FleetState::from_data(FleetData::default())
+    }
+
+    /// Builds the indices over `data`.
+    pub fn from_data(data: FleetData) -> FleetState {
+        let slots = Cause::ALL.iter().map(|c| slot(*c)).max().unwrap_or(0) + 1;
+        let mut state = FleetState {
+            online: 0,
+            busy: HashMap::new(),
+            by_cause: vec![BTreeSet::new(); slots],
+            data,
+        };
+        for (name, host) in &state.data.hosts {
+            if host.online {
+                state.online += 1;
+                for seen in &host.seen {
+                    if let Some(set) = state.by_cause.get_mut(slot(seen.cause)) {
+                        set.insert((seen.at, name.clone()));
+                    }
+                }
+            }
+        }
+        for action in state.data.in_flight.values() {
+            *state.busy.entry(action.host.clone()).or_default() += 1;
+        }
+        state
+    }
+
+    /// The state without its indices.
+    pub fn data(&self) -> &FleetData {
+        &self.data
+    }
+
+    /// One host.
+    pub fn host(&self, name: &str) -> Option<&HostState> {
+        self.data.hosts.get(name)
+    }
+
+    /// How many hosts are online.
+    pub fn online_hosts(&self) -> usize {
+        self.online
+    }
+
+    /// How many hosts have at least one action in flight.
+    pub fn busy_hosts(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// Whether `host` has an action in flight.
+    pub fn is_busy(&self, host: &str) -> bool {
+        self.busy.contains_key(host)
+    }
+
+    /// When `policy` last acted on `host`.
+    pub fn last_acted(&self, host: &str, policy: &str) -> Option<UnixMs> {
+        let host = self.data.hosts.get(host)?;
+        host.acted.iter().find(|a| a.policy == policy).map(|a| a.at)
+    }
+
+    /// Attempts on `host` for `cause` that still count at `now`, and whether their exhaustion
+    /// was escalated. They stop counting once the host has been healthy for the window.
+    pub fn attempts(&self, host: &str, cause: Cause, now: UnixMs) -> (u32, bool) {
+        let Some(host) = self.data.hosts.get(host) else {
+            return (0, false);
+        };
+        match host.attempts.iter().find(|a| a.cause == cause) {
+            Some(a) if !attempts_reset(a, host.healthy_since, now) => (a.count, a.escalated),
+            _ => (0, false),
+        }
+    }
+
+    /// Counts the online hosts that showed `cause` at or after `since`, stopping at
+    /// `stop_at`. Also returns the time of the last host counted: when the count reached
+    /// `stop_at`, the storm lasts at least until that time plus the window.
+    pub fn hosts_with_cause_since(
+        &self,
+        cause: Cause,
+        since: UnixMs,
+        stop_at: usize,
+    ) -> (usize, Option<UnixMs>) {
+        let Some(set) = self.by_cause.get(slot(cause)) else {
+            return (0, None);
+        };
+        let mut count = 0;
+        let mut oldest = None;
+        for (at, _) in set.range((since, String::new())..).rev().take(stop_at) {
+            count += 1;
+            oldest = Some(*at);
+        }
+        (count, oldest)
+    }
+
+    /// The storm episode of `cause`, if one was escalated.
+    pub fn storm(&self, cause: Cause) -> Option<&StormEpisode> {
+        self.data.storms.get(&cause)
+    }
+
+    /// The host's agent connected (with the labels of its Hello).
+    pub fn host_online(&mut self, name: &str, labels: BTreeMap<String, String>) {
+        let host = self.data.hosts.entry(name.to_owned()).or_default();
+        host.labels = labels;
+        if !host.online {
+            host.online = true;
+            self.online += 1;
+            for seen in &host.seen {
+                if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
+                    set.insert((seen.at, name.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// The host's agent disconnected: it no longer counts in the fleet's size or storms.
+    pub fn host_offline(&mut self, name: &str) {
+        let Some(host) = self.data.hosts.get_mut(name) else {
+            return;
+        };
+        if host.online {
+            host.online = false;
+            self.online -= 1;
+            for seen in &host.seen {
+                if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
+                    set.remove(&(seen.at, name.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// A finding (new, updated or resolved) arrived at `now`. Its host is online: it spoke.
+    pub fn record_finding(&mut self, f: &Finding, now: UnixMs) {
+        if !self.data.hosts.get(&f.host).is_some_and(|h| h.online) {
+            let labels = self
+                .data
+                .hosts
+                .get(&f.host)
+                .map(|h| h.labels.clone())
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| f.labels.clone());
+            self.host_online(&f.host, labels);
+        }
+        let Some(host) = self.data.hosts.get_mut(&f.host) else {
+            return;
+        };
+        if f.resolved {
+            host.open_findings.remove(&f.id);
+            if host.open_findings.is_empty() && host.healthy_since.is_none() {
+                host.healthy_since = Some(now);
+            }
+            return;
+        }
+        if let Some(since) = host.healthy_since.take() {
+            // The host falls ill again: forget the attempts its healthy spell has reset.
+            host.attempts
+                .retain(|a| !attempts_reset(a, Some(since), now));
+        }
+        host.open_findings.insert(f.id.clone());
+        // The agent's clock may run ahead; a sighting is never in the controller's future.
+        let at = f.last_seen.min(now);
+        let set = self.by_cause.get_mut(slot(f.cause));
+        match host.seen.iter_mut().find(|s| s.cause == f.cause) {
+            Some(seen) if seen.at >= at => {}
+            Some(seen) => {
+                if let Some(set) = set {
+                    set.remove(&(seen.at, f.host.clone()));
+                    set.insert((at, f.host.clone()));
+                }
+                seen.at = at;
+            }
+            None => {
+                host.seen.push(Seen { cause: f.cause, at });
+                if let Some(set) = set {
+                    set.insert((at, f.host.clone()));
+                }
+            }
+        }
+    }
+
+    /// `policy` acted on `host` at `now` (starts its cooldown).
+    pub fn record_acted(&mut self, host: &str, policy: &str, now: UnixMs) {
+        let host = self.data.hosts.entry(host.to_owned()).or_default();
+        match host.acted.iter_mut().find(|a| a.policy == policy) {
+            Some(acted) => acted.at = now,
+            None => host.acted.push(Acted {
+                policy: policy.to_owned(),
+                at: now,
+            }),
+        }
+    }
+
+    /// A storm of `cause` was escalated (`escalated`) or found still on at `now`.
+    pub fn record_storm(&mut self, cause: Cause, escalated: bool, now: UnixMs) {
+        match self.data.storms.get_mut(&cause) {
+            Some(episode) if !escalated => episode.last_seen = now,
+            _ => {
+                self.data.storms.insert(
+                    cause,
+                    StormEpisode {
+                        escalated_at: now,
+                        last_seen: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The exhausted attempts of `cause` on `host` were escalated.
+    pub fn record_attempts_escalated(&mut self, host: &str, cause: Cause) {
+        if let Some(a) = self
+            .data
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.attempts.iter_mut().find(|a| a.cause == cause))
+        {
+            a.escalated = true;
+        }
+    }
+
+    /// An action was sent to `host`'s agent: it is in flight and counts as an attempt.
+    pub fn record_dispatched(
+        &mut self,
+        id: &str,
+        action: InFlight,
+        attempts_window: Duration,
+        now: UnixMs,
+    ) {
+        let window_ms = u64::try_from(attempts_window.as_millis()).unwrap_or(u64::MAX);
+        let host = self.data.hosts.entry(action.host.clone()).or_default();
+        let healthy_since = host.healthy_since;
+        match host.attempts.iter_mut().find(|a| a.cause == action.cause) {
+            Some(a) if attempts_reset(a, healthy_since, now) => {
+                *a = Attempts {
+                    cause: action.cause,
+                    count: 1,
+                    last: now,
+                    window_ms,
+                    escalated: false,
+                };
+            }
+            Some(a) => {
+                a.count = a.count.saturating_add(1);
+                a.last = now;
+                a.window_ms = window_ms;
+            }
+            None => host.attempts.push(Attempts {
+                cause: action.cause,
+                count: 1,
+                last: now,
+                window_ms,
+                escalated: false,
+            }),
+        }
+        *self.busy.entry(action.host.clone()).or_default() += 1;
+        if let Some(old) = self.data.in_flight.insert(id.to_owned(), action) {
+            // The same id dispatched twice: the earlier entry is replaced, not counted twice.
+            self.release(&old.host);
+        }
+    }
+
+    /// The action `id` finished (whatever its outcome); returns it if it was in flight.
+    pub fn record_finished(&mut self, id: &str) -> Option<InFlight> {
+        let action = self.data.in_flight.remove(id)?;
+        self.release(&action.host);
+        Some(action)
+    }
+
+    fn release(&mut self, host: &str) {
+        if let Some(n) = self.busy.get_mut(host) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(host);
+            }
+        }
+    }
+}
+
+/// Attempts stop counting once the host has been healthy for their window since the last one.
+fn attempts_reset(a: &Attempts, healthy_since: Option<UnixMs>, now: UnixMs) -> bool {
+    let window = i64::try_from(a.window_ms).unwrap_or(i64::MAX);
+    healthy_since.is_some_and(|h| h >= a.last && now.saturating_sub(h) >= window)
+}
+
+/// The window in milliseconds, for comparisons with [`UnixMs`].
+pub(super) fn window_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Serialize for FleetState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FleetState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FleetData::deserialize(d).map(FleetState::from_data)
+    }
+}
