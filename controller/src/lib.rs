@@ -1,5 +1,6 @@
 //! The gatemend controller: receives findings from the fleet, decides by YAML policy,
 //! dispatches actions to agents and audits every step (see ARCHITECTURE.md).
 
+pub mod cli;
 pub mod decide;
 pub mod policy;

@@ -1,11 +1,44 @@
 //! `gatemend`: the operator's command line.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatemend_controller::cli;
 
 #[derive(Debug, Parser)]
 #[command(name = "gatemend", version, about = "gatemend operator CLI")]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let Cli {} = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check policies and explain decisions.
+    Policy {
+        #[command(subcommand)]
+        command: cli::policy::PolicyCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let result: anyhow::Result<ExitCode> = match Cli::parse().command {
+        // Invalid policies exit 1 (the problems are printed); failing to run at all exits 2.
+        Command::Policy { command } => cli::policy::run(command)
+            .map(|valid| {
+                if valid {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatemend: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,3 @@
+//! The `gatemend` operator CLI's subcommands, one file each.
+
+pub mod policy;
