@@ -4,3 +4,6 @@
 //! (systemd over D-Bus, sockets, php-fpm pools).
 
 pub mod probe;
+
+pub mod config;
+pub mod link;

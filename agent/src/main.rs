@@ -21,6 +21,12 @@ enum Command {
         #[command(subcommand)]
         what: Probe,
     },
+    /// Run the agent: hold the link to the controller (findings, action requests, heartbeats).
+    Run {
+        /// The agent config (YAML), as in deploy/agent.example.yaml.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,7 +50,10 @@ enum Probe {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -58,6 +67,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let config = gatemend_agent::config::load(&config)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(gatemend_agent::link::run_agent(&config))?;
+            Ok(())
+        }
         Command::Probe {
             what: Probe::Unit { units, bus },
         } => {

@@ -3,4 +3,6 @@
 
 pub mod cli;
 pub mod decide;
+pub mod ingest;
+pub mod pki;
 pub mod policy;

@@ -14,6 +14,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the fleet's CA, the controller's and the agents' certificates.
+    Pki {
+        #[command(subcommand)]
+        command: cli::pki::PkiCommand,
+    },
     /// Check policies and explain decisions.
     Policy {
         #[command(subcommand)]
@@ -23,6 +28,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match Cli::parse().command {
+        Command::Pki { command } => cli::pki::run(command)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         // Invalid policies exit 1 (the problems are printed); failing to run at all exits 2.
         Command::Policy { command } => cli::policy::run(command)
             .map(|valid| {

@@ -1,3 +1,4 @@
 //! The `gatemend` operator CLI's subcommands, one file each.
 
+pub mod pki;
 pub mod policy;

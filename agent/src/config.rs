@@ -1,0 +1,261 @@
+//! The agent's config file (YAML), e.g. `deploy/agent.example.yaml`.
+//!
+//! Deserialized straight into typed structs (`deny_unknown_fields`, so a typo is an error with
+//! its line and column), then checked for cross-field rules in a second pass that reports every
+//! problem at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gatemend_proto::ActionKind;
+use serde::Deserialize;
+
+/// The whole agent config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's name: the Hello's host and its certificate's DNS name.
+    pub host: String,
+    /// Operator labels sent in Hello (env, role, ...), matched by policies.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The actions this host allows the controller to ask for.
+    #[serde(default)]
+    pub allowed_actions: Vec<ActionKind>,
+    pub controller: ControllerConfig,
+    pub outbox: OutboxConfig,
+    /// Where the agent keeps the ids of actions it ran (and their results).
+    pub state_dir: PathBuf,
+}
+
+/// How to reach the controller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// `https://host:port` (or `http://` with `insecure: true`), tried in order.
+    pub endpoints: Vec<String>,
+    /// Client certificate, key and the CA the controller's certificate must chain to.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plain text, no certificates. Logged as a warning at every start.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Seconds between heartbeats.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// First reconnect delay in milliseconds; doubles per failure up to `backoff_max_ms`.
+    #[serde(default = "default_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// At most this many findings and results sent per second (stays below the controller's
+    /// per-agent rate limit when the outbox is resent after an outage).
+    #[serde(default = "default_send_rate")]
+    pub send_rate_per_sec: u32,
+}
+
+/// The files of mutual TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The DNS name in the controller's certificate.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+}
+
+/// The on-disk queue of unacked messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    pub dir: PathBuf,
+    /// When this many messages wait, the oldest is dropped (and counted, and logged).
+    #[serde(default = "default_outbox_max")]
+    pub max_messages: usize,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    10
+}
+fn default_backoff_initial_ms() -> u64 {
+    500
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+fn default_send_rate() -> u32 {
+    500
+}
+fn default_server_name() -> String {
+    "gatemend-controller".to_owned()
+}
+fn default_outbox_max() -> usize {
+    10_000
+}
+
+impl ControllerConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+}
+
+/// A config that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the structs; the message carries line and column.
+    #[error("{}:{message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// Cross-field rules, every violation on its own line.
+    #[error("{}: {}", path.display(), problems.join(&format!("\n{}: ", path.display())))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// Reads and validates the agent config at `path`.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config: AgentConfig = serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: match e.location() {
+            Some(at) => {
+                // serde_yaml appends " at line L column C"; the prefix already says it.
+                let text = e.to_string();
+                let text = text
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                format!("{}:{}: {text}", at.line(), at.column())
+            }
+            None => format!(" {e}"),
+        },
+    })?;
+    let problems = validate(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+/// Every cross-field problem of `config`.
+pub fn validate(config: &AgentConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if config.host.is_empty()
+        || !config
+            .host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        problems.push(format!(
+            "host: `{}` is not a host name (letters, digits, '-' and '.')",
+            config.host
+        ));
+    }
+    let controller = &config.controller;
+    if controller.endpoints.is_empty() {
+        problems.push("controller.endpoints: must list at least one endpoint".into());
+    }
+    let scheme = if controller.insecure {
+        "http://"
+    } else {
+        "https://"
+    };
+    for (i, endpoint) in controller.endpoints.iter().enumerate() {
+        if !endpoint.starts_with(scheme) {
+            problems.push(format!(
+                "controller.endpoints[{i}]: `{endpoint}` must start with {scheme} (insecure: {})",
+                controller.insecure
+            ));
+        }
+    }
+    match (&controller.tls, controller.insecure) {
+        (None, false) => problems.push(
+            "controller.tls: required (or set controller.insecure: true for plain text)".into(),
+        ),
+        (Some(_), true) => {
+            problems.push("controller.tls: must not be set together with insecure: true".into());
+        }
+        _ => {}
+    }
+    if controller.backoff_initial_ms == 0
+        || controller.backoff_max_ms < controller.backoff_initial_ms
+    {
+        problems.push(
+            "controller.backoff_initial_ms: must be at least 1 and at most backoff_max_ms".into(),
+        );
+    }
+    if controller.send_rate_per_sec == 0 {
+        problems.push("controller.send_rate_per_sec: must be at least 1".into());
+    }
+    if config.outbox.max_messages == 0 {
+        problems.push("outbox.max_messages: must be at least 1".into());
+    }
+    if config.allowed_actions.contains(&ActionKind::Unspecified) {
+        problems.push("allowed_actions: `unspecified` is not an action".into());
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.yaml");
+        let config = load(&path).unwrap();
+        assert_eq!(config.host, "web1");
+        assert_eq!(
+            config.allowed_actions,
+            [ActionKind::RestartUnit, ActionKind::StartUnit]
+        );
+    }
+
+    #[test]
+    fn a_typo_names_its_line_and_column() {
+        let (_dir, path) = write("host: web1\nlabls: {}\n");
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.yaml:2:1: unknown field `labls`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_cross_field_problem_is_reported_at_once() {
+        let (_dir, path) = write(
+            "host: web_1\ncontroller:\n  endpoints: [\"http://127.0.0.1:7443\"]\n\
+             outbox: {dir: /tmp/o, max_messages: 0}\nstate_dir: /tmp/s\n",
+        );
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("host: `web_1`"), "{err}");
+        assert!(err.contains("must start with https://"), "{err}");
+        assert!(err.contains("controller.tls: required"), "{err}");
+        assert!(err.contains("outbox.max_messages"), "{err}");
+    }
+}
