@@ -1,10 +1,12 @@
 //! `gatemend-agent`: the host agent's command line.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gatemend_agent::detect::classify;
 use gatemend_agent::probe::{php_fpm, systemd::Systemd};
 
 #[derive(Debug, Parser)]
@@ -21,6 +23,12 @@ enum Command {
         #[command(subcommand)]
         what: Probe,
     },
+    /// Classify log lines read on stdin: one JSON object per line, in order, on stdout.
+    ///
+    /// Lines of nginx's error log, php-fpm's log or `nginx -t` output; lines end at `\n` and
+    /// need not be UTF-8. Each gives `{"cause":"...", ...fields}`, absent fields left out;
+    /// lines that name no cause give `{"cause":"none"}`.
+    Classify,
     /// Run the agent: hold the link to the controller (findings, action requests, heartbeats).
     Run {
         /// The agent config (YAML), as in deploy/agent.example.yaml.
@@ -73,6 +81,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(gatemend_agent::link::run_agent(&config))?;
             Ok(())
         }
+        Command::Classify => match classify_stdin() {
+            // A reader that stops early (`| head`) is not an error of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("classifying stdin"),
+        },
         Command::Probe {
             what: Probe::Unit { units, bus },
         } => {
@@ -101,4 +114,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `classify`: stdin to stdout, one JSON line per input line, buffered both ways.
+fn classify_stdin() -> std::io::Result<()> {
+    let stdin = std::io::stdin().lock();
+    let mut input = std::io::BufReader::with_capacity(1 << 16, stdin);
+    let mut output = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut line = Vec::with_capacity(512);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        serde_json::to_writer(&mut output, &classify(text))?;
+        output.write_all(b"\n")?;
+    }
+    output.flush()
 }

@@ -1,0 +1,8 @@
+//! Detect: turn what nginx and php-fpm write into typed signals.
+//!
+//! [`classify`] maps one log line to one cause of DESIGN.md's taxonomy. It is pure and total:
+//! no I/O, no clock, and any bytes give an answer. The tailers that feed it live beside it.
+
+pub mod classify;
+
+pub use classify::{Classified, Level, Phase, Time, classify};
