@@ -241,15 +241,18 @@ pub fn explain_text(
         let g = &p.guards;
         let storm = match (v.storm, g.storm) {
             (StormVerdict::Off, _) | (_, None) => "off (no storm guard)".to_owned(),
-            (
-                StormVerdict::Clear {
-                    hosts,
-                    need,
-                    online,
-                },
-                Some(s),
-            ) => format!(
-                "clear: {hosts} of {online} online host(s) showed {} within {}, a storm is {need}",
+            (StormVerdict::Clear { need, online, .. }, Some(s)) => format!(
+                "clear: {} of {online} online host(s) showed {} within {}, a storm is {need}",
+                // The verdict may carry an uncounted upper bound; explain counts exactly.
+                state
+                    .hosts_with_cause_since(
+                        f.cause,
+                        now.saturating_sub(
+                            UnixMs::try_from(s.within.as_millis()).unwrap_or(UnixMs::MAX)
+                        ),
+                        usize::MAX,
+                    )
+                    .0,
                 f.cause,
                 format_duration(s.within)
             ),

@@ -195,7 +195,8 @@ pub enum StormVerdict {
     Off,
     /// Fewer hosts than `need` show the cause.
     Clear {
-        /// Hosts that showed the cause within the window.
+        /// Online hosts that showed the cause within the window; when even the hosts that
+        /// ever showed it are fewer than `need`, that (larger or equal) number, uncounted.
         hosts: usize,
         /// Hosts that make a storm.
         need: usize,
@@ -518,7 +519,14 @@ fn verdicts(p: &Policy, f: &Finding, state: &FleetState, now: UnixMs) -> Verdict
             let need = ceil_percent(s.hosts_percent, online).max(s.min_hosts as usize);
             let within = window_ms(s.within);
             let since = now.saturating_sub(within);
-            let (hosts, oldest) = state.hosts_with_cause_since(f.cause, since, need);
+            let ever = state.hosts_with_cause(f.cause);
+            // Counting within the window walks the hosts; skip it when even every host that
+            // ever showed the cause is too few (the common case, and the hot path).
+            let (hosts, oldest) = if ever < need {
+                (ever, None)
+            } else {
+                state.hosts_with_cause_since(f.cause, since, need)
+            };
             if hosts >= need {
                 StormVerdict::Storm {
                     hosts,

@@ -225,6 +225,13 @@ impl FleetState {
         (count, oldest)
     }
 
+    /// How many online hosts showed `cause` at any time: an upper bound of
+    /// [`FleetState::hosts_with_cause_since`] that costs nothing, which rules out a storm on
+    /// most decisions without counting.
+    pub fn hosts_with_cause(&self, cause: Cause) -> usize {
+        self.by_cause.get(slot(cause)).map_or(0, BTreeSet::len)
+    }
+
     /// The storm episode of `cause`, if one was escalated.
     pub fn storm(&self, cause: Cause) -> Option<&StormEpisode> {
         self.data.storms.get(&cause)
