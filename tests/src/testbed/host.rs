@@ -17,6 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::TestbedError;
+use super::cgroup;
 use super::process::{describe, failed, output, run};
 use super::slot::Slot;
 
@@ -80,9 +81,23 @@ impl Host {
             path: console.clone(),
             source,
         })?;
-        let mut command = Command::new("setpriv");
+        // The shell moves itself into the host's own cgroups, then becomes setpriv, which sets
+        // the parent-death signal and becomes systemd-nspawn: one process, no fork.
+        let cgroups = cgroup::create(&name);
+        let mut command = Command::new("sh");
         command
-            .args(["--pdeathsig", "TERM", "--", "systemd-nspawn"])
+            .arg("-c")
+            .arg(r#"for f in $GATEMEND_CGROUP_PROCS; do echo $$ > "$f" || exit 1; done; exec "$@""#)
+            .arg("sh")
+            .env(
+                "GATEMEND_CGROUP_PROCS",
+                cgroups
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+            .args(["setpriv", "--pdeathsig", "TERM", "--", "systemd-nspawn"])
             .args([
                 "--register=no",
                 "--keep-unit",
@@ -330,6 +345,7 @@ impl Host {
                 let _ = self.nspawn.wait();
             }
         }
+        cgroup::remove(&self.name());
         if Path::new("/sys/class/net").join(self.slot.veth()).exists() {
             let mut delete = Command::new("ip");
             delete.args(["link", "delete", &self.slot.veth()]);

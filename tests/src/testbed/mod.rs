@@ -9,6 +9,7 @@
 //! - [`http`]: a minimal HTTP/1.0 client for asserting what nginx answers.
 
 pub mod binaries;
+mod cgroup;
 mod error;
 pub mod fleet;
 pub mod host;

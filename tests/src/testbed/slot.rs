@@ -126,5 +126,6 @@ impl Slot {
             }
         }
         let _ = output(Command::new("ip").args(["link", "delete", &self.veth()]));
+        super::cgroup::remove(&self.host_name());
     }
 }
