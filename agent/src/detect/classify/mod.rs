@@ -132,6 +132,36 @@ impl Classified<'_> {
     }
 }
 
+impl Classified<'_> {
+    /// The same result, no longer borrowing the line: for keeping it past the line's buffer
+    /// (evidence in a finding).
+    pub fn into_owned(self) -> Classified<'static> {
+        fn own(field: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+            field.map(|f| Cow::Owned(f.into_owned()))
+        }
+        Classified {
+            cause: self.cause,
+            upstream: own(self.upstream),
+            errno: self.errno,
+            phase: self.phase.map(Phase::into_owned),
+            client: own(self.client),
+            server: own(self.server),
+            request: own(self.request),
+            host: own(self.host),
+            level: self.level,
+            time: self.time,
+            pid: self.pid,
+            connection: self.connection,
+            pool: own(self.pool),
+            limit: self.limit,
+            name: own(self.name),
+            rcode: self.rcode,
+            resolver: own(self.resolver),
+            config: own(self.config),
+        }
+    }
+}
+
 /// Classifies one line (without its `\n`). Never fails and never panics.
 pub fn classify(line: &[u8]) -> Classified<'_> {
     let Some(entry) = Entry::parse(line) else {
@@ -431,7 +461,7 @@ pub enum Phase<'a> {
     /// `resolving`: the resolver talking to its DNS server.
     Resolving,
     /// Any other action, e.g. `reading client request line`, `sending to client`.
-    Other(&'a [u8]),
+    Other(Cow<'a, [u8]>),
 }
 
 impl<'a> Phase<'a> {
@@ -443,7 +473,7 @@ impl<'a> Phase<'a> {
             b"reading upstream" => Phase::ReadingUpstream,
             b"SSL handshaking to upstream" => Phase::SslHandshaking,
             b"resolving" => Phase::Resolving,
-            other => Phase::Other(other),
+            other => Phase::Other(Cow::Borrowed(other)),
         }
     }
 
@@ -457,7 +487,20 @@ impl<'a> Phase<'a> {
         }
     }
 
-    pub fn as_str(&self) -> Cow<'a, str> {
+    /// The same phase, no longer borrowing the line.
+    pub fn into_owned(self) -> Phase<'static> {
+        match self {
+            Phase::Connecting => Phase::Connecting,
+            Phase::SendingRequest => Phase::SendingRequest,
+            Phase::ReadingResponseHeader => Phase::ReadingResponseHeader,
+            Phase::ReadingUpstream => Phase::ReadingUpstream,
+            Phase::SslHandshaking => Phase::SslHandshaking,
+            Phase::Resolving => Phase::Resolving,
+            Phase::Other(action) => Phase::Other(Cow::Owned(action.into_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> Cow<'_, str> {
         Cow::Borrowed(match self {
             Phase::Connecting => "connecting",
             Phase::SendingRequest => "sending request",
@@ -669,6 +712,15 @@ mod tests {
             Some(&b"/etc/nginx/conf.d/a.conf:12"[..])
         );
         assert_eq!(config_location(b"invalid value in \"x\""), None);
+    }
+
+    #[test]
+    fn an_owned_result_equals_the_borrowed_one() {
+        let line = b"2026/11/21 01:01:17 [info] 1#1: *1 x failed (104: y) while closing request, client: 127.0.0.1".to_vec();
+        let borrowed = classify(&line);
+        assert_eq!(borrowed.clone().into_owned(), borrowed);
+        let phase = Phase::from_action(b"closing request");
+        assert_eq!(phase.clone().into_owned(), phase);
     }
 
     #[test]
