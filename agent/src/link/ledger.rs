@@ -6,13 +6,13 @@
 //! started but never finished (the agent died meanwhile) is not run again either.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use gatemend_proto::v1::ActionResult;
 use prost::Message;
 
+use super::durable::{io, write_synced};
 use super::error::LinkError;
 
 /// What the ledger knows of one action id.
@@ -88,15 +88,6 @@ impl Ledger {
     }
 }
 
-fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), LinkError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
 fn hex(id: &str) -> String {
     use std::fmt::Write as _;
     id.bytes()
@@ -118,13 +109,6 @@ fn unhex(text: &str) -> Option<String> {
         })
         .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok()
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> LinkError + '_ {
-    move |source| LinkError::Io {
-        path: path.to_owned(),
-        source,
-    }
 }
 
 #[cfg(test)]

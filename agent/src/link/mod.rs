@@ -11,6 +11,7 @@
 //! in-flight message with that id on the same stream.
 
 pub mod backoff;
+mod durable;
 pub mod error;
 pub mod ledger;
 pub mod outbox;

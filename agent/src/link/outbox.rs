@@ -5,13 +5,13 @@
 //! or not there at all. The sequence number orders the resend after a restart.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use gatemend_proto::v1::{AgentMessage, agent_message};
 use prost::Message;
 
+use super::durable::{io, write_synced};
 use super::error::LinkError;
 
 /// One waiting message.
@@ -91,14 +91,7 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let path = self.path(seq);
-        let tmp = self.dir.join(format!("{seq:020}.tmp"));
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&message.encode_to_vec()).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        write_synced(&self.dir, &path, &message.encode_to_vec())?;
         self.entries.push_back(Entry {
             seq,
             id: id_of(&message),
@@ -165,13 +158,6 @@ fn id_of(message: &AgentMessage) -> String {
         Some(agent_message::Body::Finding(f)) => f.id.clone(),
         Some(agent_message::Body::ActionResult(r)) => r.action_id.clone(),
         _ => String::new(),
-    }
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> LinkError + '_ {
-    move |source| LinkError::Io {
-        path: path.to_owned(),
-        source,
     }
 }
 

@@ -1,14 +1,12 @@
 //! Several hosts booted together from the cached root filesystem.
 
-use std::fs::{self, File};
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
-
 use super::host::{Host, HostSpec};
-use super::{TestbedError, preflight, rootfs};
+use super::{TestbedError, lock, preflight, rootfs};
 
 /// Booted hosts; dropping the fleet shuts every host down (also when a test panics).
 #[derive(Debug)]
@@ -29,25 +27,7 @@ impl Fleet {
         preflight()?;
         let (rootfs, _) = rootfs::ensure()?;
         let run_dir = run_dir()?;
-        let lock_path = PathBuf::from(BOOT_LOCK);
-        if let Some(dir) = lock_path.parent() {
-            fs::create_dir_all(dir).map_err(|source| TestbedError::Io {
-                what: "cannot create",
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let lock = File::create(&lock_path).map_err(|source| TestbedError::Io {
-            what: "cannot create",
-            path: lock_path.clone(),
-            source,
-        })?;
-        let _boot =
-            Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, errno)| TestbedError::Io {
-                what: "cannot lock",
-                path: lock_path,
-                source: errno.into(),
-            })?;
+        let _boot = lock::exclusive(Path::new(BOOT_LOCK))?;
         let started = Instant::now();
         let mut hosts = Vec::with_capacity(count);
         // Spawned from this thread (parent-death signal), waited for in parallel.

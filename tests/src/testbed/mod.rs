@@ -14,6 +14,7 @@ mod error;
 pub mod fleet;
 pub mod host;
 pub mod http;
+mod lock;
 mod process;
 pub mod rootfs;
 pub mod slot;

@@ -5,15 +5,14 @@
 //! when complete, under a lock, so a half-built root filesystem is never used and two test
 //! processes never build at once.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
-use super::TestbedError;
 use super::process::run;
+use super::{TestbedError, lock};
 
 /// The Debian release the hosts run.
 pub const SUITE: &str = "bookworm";
@@ -100,18 +99,7 @@ pub fn ensure() -> Result<(PathBuf, Origin), TestbedError> {
     })?;
     let key = recipe_key();
     let ready = cache.join(format!("rootfs-{key}"));
-    let lock_path = cache.join("build.lock");
-    let lock = File::create(&lock_path).map_err(|source| TestbedError::Io {
-        what: "cannot create",
-        path: lock_path.clone(),
-        source,
-    })?;
-    let _guard =
-        Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, errno)| TestbedError::Io {
-            what: "cannot lock",
-            path: lock_path,
-            source: errno.into(),
-        })?;
+    let _guard = lock::exclusive(&cache.join("build.lock"))?;
     if ready.join("etc/os-release").exists() {
         return Ok((ready, Origin::Cached));
     }
