@@ -60,6 +60,16 @@ pub enum TestbedError {
         /// The last lines of it.
         console_tail: String,
     },
+    /// The host booted but some unit failed (`systemctl is-system-running` = degraded).
+    #[error("host {host} booted degraded (console log {}); failed units and their journal:\n{failed}", console.display())]
+    BootDegraded {
+        /// The host name.
+        host: String,
+        /// The failed units, each with the last lines of its journal.
+        failed: String,
+        /// Where the host's console output is.
+        console: PathBuf,
+    },
     /// systemd-nspawn exited while the host was booting.
     #[error("systemd-nspawn for host {host} exited ({status}) while booting; console log {}:\n{console_tail}", console.display())]
     BootFailed {

@@ -152,11 +152,11 @@ impl Host {
                 match state.as_str() {
                     "running" => break,
                     "degraded" => {
-                        let failed = self
-                            .exec(&["systemctl", "--failed", "--no-legend"])
-                            .unwrap_or_default();
-                        state = format!("degraded: {}", failed.trim());
-                        return Err(self.boot_timeout(started, state));
+                        return Err(TestbedError::BootDegraded {
+                            host: self.name(),
+                            failed: self.failed_units(),
+                            console: self.console.clone(),
+                        });
                     }
                     _ => {}
                 }
@@ -179,6 +179,16 @@ impl Host {
             console: self.console.clone(),
             console_tail: self.console_tail(),
         }
+    }
+
+    /// The failed units with the last journal lines of each: with `--console=pipe` the
+    /// console shows little, the journal says why a unit failed.
+    fn failed_units(&self) -> String {
+        self.sh(
+            "for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); do \
+             echo \"== $u\"; journalctl -b -u \"$u\" --no-pager -n 20; done",
+        )
+        .unwrap_or_else(|e| format!("(cannot list the failed units: {e})"))
     }
 
     /// The host's PID 1 is the child of systemd-nspawn that runs systemd.
