@@ -1,7 +1,10 @@
 //! Probes: read the host's real state. Each probe is one file and owns one interface.
 
 pub mod error;
+pub mod listeners;
+pub mod nginx;
 pub mod php_fpm;
+pub mod socket;
 pub mod systemd;
 
 pub use error::ProbeError;
