@@ -4,5 +4,9 @@
 //! no I/O, no clock, and any bytes give an answer. The tailers that feed it live beside it.
 
 pub mod classify;
+pub mod error;
+pub mod tail;
 
 pub use classify::{Classified, Level, Phase, Time, classify};
+pub use error::DetectError;
+pub use tail::{Line, StartAt, Tailer};
