@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod decide;
+pub mod dispatch;
 pub mod ingest;
 pub mod pki;
 pub mod policy;

@@ -81,6 +81,7 @@ fn agent_config(dir: &std::path::Path, endpoint: &str) -> AgentConfig {
             max_messages: 10_000,
         },
         state_dir: dir.join("state"),
+        actions: Default::default(),
     }
 }
 

@@ -110,6 +110,7 @@ fn agent_config(dir: &Path, pki: &Path, addr: SocketAddr) -> AgentConfig {
             max_messages: 10_000,
         },
         state_dir: dir.join("state"),
+        actions: Default::default(),
     }
 }
 

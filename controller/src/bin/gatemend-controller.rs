@@ -1,5 +1,6 @@
 //! `gatemend-controller`: the controller daemon.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use gatemend_controller::decide::Options;
+use gatemend_controller::dispatch::{Dispatcher, Notifier};
 use gatemend_controller::ingest::{
     self, FileSink, FindingSink, Fleet, Ingested, Limits, LinkService, MemorySink, PeerAuth,
 };
 use gatemend_controller::pki;
-use tokio::sync::mpsc;
+use gatemend_controller::policy::{self, PolicySet};
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,10 +54,22 @@ struct Cli {
     /// Messages one agent may send at once above the rate.
     #[arg(long, default_value_t = 2_000)]
     rate_burst: u32,
+    /// The policy directory (`*.yaml`), reloaded on SIGHUP and when a file changes. Without
+    /// it every finding is recorded and none is acted on.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Turn every action into a dry run: agents return their plans, nothing runs anywhere.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where escalations go when their policy names no webhook (a JSON POST).
+    #[arg(long)]
+    escalate_webhook: Option<String>,
 }
 
-/// New findings waiting for the policy stage.
-const POLICY_QUEUE: usize = 10_000;
+/// Ingest events waiting for the decision stage.
+const DECISION_QUEUE: usize = 10_000;
+/// Policy reload outcomes waiting for the audit (issue #7); logged meanwhile.
+const RELOAD_QUEUE: usize = 16;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -62,6 +78,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -115,9 +133,24 @@ async fn serve<S: FindingSink>(
     sink: Arc<S>,
 ) -> anyhow::Result<()> {
     let fleet = Fleet::new();
-    let (forward, findings) = mpsc::channel(POLICY_QUEUE);
-    tokio::spawn(until_policy_exists(findings));
-    tokio::spawn(sweep(fleet.clone(), limits.heartbeat_timeout));
+    let (forward, events) = mpsc::channel(DECISION_QUEUE);
+    let policies = start_policies(cli.policies.as_deref())?;
+    if cli.dry_run {
+        tracing::warn!(
+            "DRY RUN: every action is a dry run; agents return plans, nothing runs (--dry-run)."
+        );
+    }
+    let notifier = Notifier::spawn(cli.escalate_webhook.clone());
+    let options = Options {
+        dry_run: cli.dry_run,
+    };
+    let dispatcher = Dispatcher::new(policies, options, fleet.clone(), notifier);
+    tokio::spawn(dispatcher.run(events));
+    tokio::spawn(sweep(
+        fleet.clone(),
+        limits.heartbeat_timeout,
+        forward.clone(),
+    ));
     let service = LinkService::new(fleet, sink, forward, limits, auth);
     let listener = ingest::bind(cli.listen).await?;
     tracing::info!(listen = %cli.listen, tls = cli.tls_dir.is_some(), "Listening for agents.");
@@ -129,21 +162,40 @@ async fn serve<S: FindingSink>(
     Ok(())
 }
 
-/// Takes the policy stage's place until it is built, so the queue does not fill.
-async fn until_policy_exists(mut findings: mpsc::Receiver<Ingested>) {
-    while let Some(Ingested { host, finding }) = findings.recv().await {
-        // DEBUG: at fleet rates one INFO line per finding costs more than ingesting it.
-        tracing::debug!(host = %host, finding = %finding.id, revision = finding.revision, "Finding ingested.");
-    }
+/// Loads the policy directory (every problem printed, and a refusal to start, when invalid)
+/// and keeps it current; without a directory, an empty set that decides `no_policy`.
+fn start_policies(
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<watch::Receiver<Arc<PolicySet>>> {
+    let Some(dir) = dir else {
+        tracing::warn!("No --policies: findings are recorded, nothing is decided or acted on.");
+        let (_, running) = watch::channel(Arc::new(PolicySet::empty()));
+        return Ok(running);
+    };
+    let set = policy::load(dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid policies, not starting:\n{}", lines.join("\n"))
+    })?;
+    tracing::info!(dir = %dir.display(), policies = set.policies().len(), files = set.files().len(), "Policies loaded.");
+    let (running, receiver) = watch::channel(Arc::new(set));
+    let (outcomes, mut reloads) = mpsc::channel(RELOAD_QUEUE);
+    policy::reload::spawn(dir.to_path_buf(), running, outcomes)
+        .context("watching the policy directory")?;
+    // Each reload is logged by the reloader; the audit (issue #7) will take these events.
+    tokio::spawn(async move { while reloads.recv().await.is_some() {} });
+    Ok(receiver)
 }
 
 /// Marks silent hosts offline (streams also time out on their own; this keeps the view honest).
-async fn sweep(fleet: Fleet, timeout: Duration) {
+async fn sweep(fleet: Fleet, timeout: Duration, events: mpsc::Sender<Ingested>) {
     let mut tick = tokio::time::interval(timeout / 3);
     loop {
         tick.tick().await;
         for host in fleet.sweep(Instant::now(), timeout) {
             tracing::warn!(host = %host, timeout_s = timeout.as_secs(), "Host missed its heartbeats; marked offline.");
+            if events.send(Ingested::Offline { host }).await.is_err() {
+                return;
+            }
         }
     }
 }

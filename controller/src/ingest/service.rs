@@ -64,11 +64,24 @@ pub enum PeerAuth {
     Insecure,
 }
 
-/// A new finding, on its way to the policy stage.
+/// What the ingest stage hands to the decision stage, in the order it happened on each stream.
+///
+/// Every event goes through one bounded queue: when the decision stage falls behind, the
+/// streams wait (and their agents keep the unacked messages in their outboxes) rather than
+/// losing an event.
 #[derive(Debug, Clone)]
-pub struct Ingested {
-    pub host: String,
-    pub finding: Finding,
+pub enum Ingested {
+    /// A host said Hello: it is online, with these labels.
+    Online {
+        host: String,
+        labels: BTreeMap<String, String>,
+    },
+    /// A host's stream ended or fell silent.
+    Offline { host: String },
+    /// A new finding (or a new revision of one), already stored.
+    Finding { host: String, finding: Finding },
+    /// An action's result, already stored.
+    ActionResult { host: String, result: ActionResult },
 }
 
 /// Counters an operator (and `/metrics`, later) reads.
@@ -78,7 +91,7 @@ pub struct IngestStats {
     pub findings_duplicate: AtomicU64,
     pub action_results: AtomicU64,
     pub refused: AtomicU64,
-    /// New findings the policy stage did not take in time: its queue was full.
+    /// Events the decision stage could not take because it had stopped.
     pub forward_dropped: AtomicU64,
     pub rate_limited: AtomicU64,
     pub streams_refused: AtomicU64,
@@ -102,7 +115,7 @@ pub struct LinkService<S> {
 }
 
 impl<S: FindingSink> LinkService<S> {
-    /// `forward` is the bounded queue toward the policy stage.
+    /// `forward` is the bounded queue toward the decision stage.
     pub fn new(
         fleet: Fleet,
         sink: Arc<S>,
@@ -157,8 +170,17 @@ impl<S: FindingSink> Link for LinkService<S> {
         };
         let (tx, rx) = mpsc::channel(shared.limits.outbound_queue);
         let host = hello.host.clone();
+        let labels = hello.labels.clone();
         let conn = shared.fleet.connect(hello, tx.clone(), Instant::now());
         tracing::info!(host = %host, peer = %peer, "Agent connected.");
+        forward(
+            &shared,
+            Ingested::Online {
+                host: host.clone(),
+                labels,
+            },
+        )
+        .await;
         tokio::spawn(session(shared, host, conn, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -306,6 +328,18 @@ async fn session<S: FindingSink>(
     }
     if shared.fleet.disconnect(&host, conn) {
         tracing::info!(host = %host, "Agent offline.");
+        forward(&shared, Ingested::Offline { host }).await;
+    }
+}
+
+/// Hands an event to the decision stage, waiting while its queue is full.
+async fn forward<S>(shared: &Shared<S>, event: Ingested) {
+    if shared.forward.send(event).await.is_err() {
+        let dropped = shared.stats.forward_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            dropped,
+            "The decision stage has stopped; event stored but not decided."
+        );
     }
 }
 
@@ -350,14 +384,14 @@ async fn on_finding<S: FindingSink>(
         Stored::New => {
             shared.stats.findings_new.fetch_add(1, Ordering::Relaxed);
             shared.fleet.finding(host, &finding);
-            let ingested = Ingested {
-                host: host.to_owned(),
-                finding,
-            };
-            if shared.forward.try_send(ingested).is_err() {
-                let dropped = shared.stats.forward_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(host = %host, dropped, "Policy queue full; finding stored but not forwarded.");
-            }
+            forward(
+                shared,
+                Ingested::Finding {
+                    host: host.to_owned(),
+                    finding,
+                },
+            )
+            .await;
         }
     }
     Ok(Some(ack))
@@ -392,6 +426,16 @@ async fn on_action_result<S: FindingSink>(
     if store(shared, host, &record).await? == Stored::New {
         shared.stats.action_results.fetch_add(1, Ordering::Relaxed);
         tracing::info!(host = %host, action = %id, "Action result stored.");
+        if let Record::ActionResult { result, .. } = record {
+            forward(
+                shared,
+                Ingested::ActionResult {
+                    host: host.to_owned(),
+                    result,
+                },
+            )
+            .await;
+        }
     }
     Ok(Some(Ack {
         id,

@@ -37,6 +37,7 @@
 mod duration;
 mod error;
 mod model;
+pub mod reload;
 mod spec;
 mod validate;
 mod yaml;

@@ -272,6 +272,11 @@ impl PolicySet {
         }
     }
 
+    /// No policy at all: every finding decides `no_policy`.
+    pub fn empty() -> PolicySet {
+        PolicySet::new(Vec::new(), Vec::new())
+    }
+
     /// Every policy, in evaluation order.
     pub fn policies(&self) -> &[Policy] {
         &self.policies

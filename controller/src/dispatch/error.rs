@@ -1,0 +1,21 @@
+//! Why the dispatcher could not carry out a decision. Each becomes an escalation: when the
+//! controller cannot act as the policy says, a human hears of it.
+
+use gatemend_proto::ActionKind;
+
+/// An action that cannot be asked of the host for this finding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// restart_unit / start_unit need the unit diagnosis found.
+    #[error("{kind} needs a unit, and diagnosis found none for upstream `{upstream}`")]
+    NoUnit { kind: ActionKind, upstream: String },
+    /// fix_socket_ownership needs a unix socket upstream.
+    #[error("{kind} needs a unix socket upstream, got `{upstream}`")]
+    NoSocket { kind: ActionKind, upstream: String },
+    /// The host's stream would not take it (offline, not allowed by its Hello, queue full).
+    #[error("cannot send {kind}: {why}")]
+    Unsent { kind: ActionKind, why: String },
+    /// The wire has no such action.
+    #[error("the policy names action {kind}, which no agent runs")]
+    Unknown { kind: ActionKind },
+}

@@ -1,0 +1,313 @@
+//! Dispatching: the stage that owns the fleet state and carries decisions out.
+//!
+//! It takes the ingest events in order (hosts online and offline, findings, action results),
+//! asks [`decide`] about every finding, and does what the decision says:
+//! - execute: sends the policy's actions to the host's agent one after the other, each after the
+//!   previous one succeeded ([`request`] builds them); the chain is one in-flight action for the
+//!   fleet guards from the first request to the last result;
+//! - dry run: sends the actions with `dry_run` set, so each agent answers with its plan and
+//!   touches nothing; they are not in flight;
+//! - escalate: hands the escalation to the [`Notifier`] (log, webhook);
+//! - await approval: logged; approvals are served by the audit and API stage (issue #7);
+//! - held, no policy, resolved: logged.
+//!
+//! When the controller cannot do what a policy says — no unit to restart, the host offline, an
+//! action failed or never answered — it escalates instead: in doubt, a human decides.
+//!
+//! The state lives in this one task: no lock, and decisions are made in arrival order.
+
+mod error;
+pub mod request;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gatemend_proto::v1::{self, ActionResult};
+use gatemend_proto::{ActionKind, ActionStatus};
+use tokio::sync::{mpsc, watch};
+
+pub use error::Unfit;
+pub use webhook::{Escalation, Notifier};
+
+use crate::decide::{
+    self, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
+};
+use crate::ingest::{Fleet, Ingested};
+use crate::policy::{Policy, PolicySet};
+
+/// How long after its deadline an action without a result is given up (the agent may be
+/// reconnecting and resending the result from its outbox).
+const RESULT_GRACE: Duration = Duration::from_secs(30);
+
+/// A policy's actions for one finding revision, while they run.
+#[derive(Debug)]
+struct Chain {
+    /// The in-flight id (fleet guards).
+    id: String,
+    finding: Finding,
+    policy: Policy,
+    /// The action running now, by its index in `policy.actions`.
+    current: usize,
+    /// When the running action is given up.
+    expires_at: UnixMs,
+}
+
+/// The dispatch stage; run it with [`Dispatcher::run`].
+#[derive(Debug)]
+pub struct Dispatcher {
+    state: FleetState,
+    policies: watch::Receiver<Arc<PolicySet>>,
+    options: Options,
+    fleet: Fleet,
+    notifier: Notifier,
+    /// Running chains by the action id they wait for.
+    chains: HashMap<String, Chain>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        policies: watch::Receiver<Arc<PolicySet>>,
+        options: Options,
+        fleet: Fleet,
+        notifier: Notifier,
+    ) -> Dispatcher {
+        Dispatcher {
+            state: FleetState::new(),
+            policies,
+            options,
+            fleet,
+            notifier,
+            chains: HashMap::new(),
+        }
+    }
+
+    /// Runs until the ingest stage is gone.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Ingested>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event, now_ms()),
+                    None => return,
+                },
+                _ = tick.tick() => self.expire(now_ms()),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Ingested, now: UnixMs) {
+        match event {
+            Ingested::Online { host, labels } => self.state.host_online(&host, labels),
+            Ingested::Offline { host } => self.state.host_offline(&host),
+            Ingested::Finding { host, finding } => self.on_finding(&host, &finding, now),
+            Ingested::ActionResult { host, result } => self.on_result(&host, result, now),
+        }
+    }
+
+    fn on_finding(&mut self, host: &str, wire: &v1::Finding, now: UnixMs) {
+        let f = match Finding::try_from(wire) {
+            Ok(f) => f,
+            Err(e) => {
+                // Ingest refuses these already; a finding that slips through is not decided.
+                tracing::error!(host = %host, error = %e, "Finding not decidable.");
+                return;
+            }
+        };
+        self.state.record_finding(&f, now);
+        let set = Arc::clone(&self.policies.borrow());
+        let decision = decide::decide(&set, &self.state, &f, now, self.options);
+        decide::apply(&mut self.state, &decision, &f, now);
+        log(&f, &decision);
+        let Some(policy) = decision.policy else {
+            return;
+        };
+        match decision.outcome {
+            Outcome::Execute => self.execute(f, policy.clone(), now),
+            Outcome::DryRun => self.dry_run(&f, policy),
+            Outcome::Escalate { why } => {
+                self.escalate(&f, Some(policy), why.to_string(), now);
+            }
+            Outcome::AwaitApproval
+            | Outcome::Held { .. }
+            | Outcome::NoPolicy
+            | Outcome::Resolved => {}
+        }
+    }
+
+    /// Starts the policy's chain of actions on the finding's host.
+    fn execute(&mut self, f: Finding, policy: Policy, now: UnixMs) {
+        let id = request::chain_id(&f, &policy);
+        let action = InFlight {
+            host: f.host.clone(),
+            policy: policy.name.clone(),
+            cause: f.cause,
+            since: now,
+        };
+        self.state
+            .record_dispatched(&id, action, policy.guards.attempts_window, now);
+        let chain = Chain {
+            id,
+            finding: f,
+            policy,
+            current: 0,
+            expires_at: now,
+        };
+        self.advance(chain, now);
+    }
+
+    /// Sends the chain's current action, or ends the chain when none is left. Escalate steps
+    /// notify and move on; nothing is sent for them.
+    fn advance(&mut self, mut chain: Chain, now: UnixMs) {
+        while let Some(&kind) = chain.policy.actions.get(chain.current) {
+            if kind == ActionKind::Escalate {
+                let why = format!("the policy's step {} escalates", chain.current + 1);
+                self.escalate(&chain.finding, Some(&chain.policy), why, now);
+                chain.current += 1;
+                continue;
+            }
+            let request =
+                match request::build(&chain.finding, &chain.policy, chain.current, kind, false) {
+                    Ok(request) => request,
+                    Err(e) => return self.give_up(chain, e.to_string(), now),
+                };
+            let action_id = request.action_id.clone();
+            if let Err(e) = self.fleet.send_action(&chain.finding.host, request) {
+                return self.give_up(chain, format!("cannot send {kind}: {e}"), now);
+            }
+            tracing::info!(host = %chain.finding.host, action = %action_id, kind = %kind, unit = %chain.finding.unit, policy = %chain.policy.name, "Action dispatched.");
+            chain.expires_at = now
+                .saturating_add(ms(request::deadline(&chain.policy)))
+                .saturating_add(ms(RESULT_GRACE));
+            self.chains.insert(action_id, chain);
+            return;
+        }
+        self.state.record_finished(&chain.id);
+        tracing::info!(host = %chain.finding.host, finding = %chain.finding.id, policy = %chain.policy.name, "Every action of the policy succeeded.");
+    }
+
+    /// Ends a chain that cannot go on, and tells a human why.
+    fn give_up(&mut self, chain: Chain, why: String, now: UnixMs) {
+        self.state.record_finished(&chain.id);
+        self.escalate(&chain.finding, Some(&chain.policy), why, now);
+    }
+
+    /// Asks each action of the policy for its plan.
+    fn dry_run(&mut self, f: &Finding, policy: &Policy) {
+        for (index, &kind) in policy.actions.iter().enumerate() {
+            if kind == ActionKind::Escalate {
+                continue;
+            }
+            let sent = request::build(f, policy, index, kind, true).and_then(|request| {
+                let id = request.action_id.clone();
+                self.fleet
+                    .send_action(&f.host, request)
+                    .map(|()| id)
+                    .map_err(|e| Unfit::Unsent {
+                        kind,
+                        why: e.to_string(),
+                    })
+            });
+            match sent {
+                Ok(id) => {
+                    tracing::info!(host = %f.host, action = %id, kind = %kind, policy = %policy.name, "Dry run: plan requested, nothing runs.");
+                }
+                Err(e) => {
+                    tracing::warn!(host = %f.host, kind = %kind, policy = %policy.name, error = %e, "Dry run: no plan.");
+                }
+            }
+        }
+    }
+
+    fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
+        let status = ActionStatus::try_from(result.status).unwrap_or(ActionStatus::Unspecified);
+        let Some(mut chain) = self.chains.remove(&result.action_id) else {
+            // A dry-run plan, or a result for an action given up on (or decided before a
+            // controller restart): stored by ingest, nothing to advance.
+            tracing::info!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action result.");
+            return;
+        };
+        if status == ActionStatus::Succeeded {
+            tracing::info!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action succeeded and verified.");
+            chain.current += 1;
+            self.advance(chain, now);
+        } else {
+            tracing::warn!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action did not mend it.");
+            let why = format!(
+                "action {} ended {status}: {}",
+                result.action_id, result.message
+            );
+            self.give_up(chain, why, now);
+        }
+    }
+
+    /// Gives up the actions whose result did not come in time.
+    fn expire(&mut self, now: UnixMs) {
+        let late: Vec<String> = self
+            .chains
+            .iter()
+            .filter(|(_, c)| c.expires_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            if let Some(chain) = self.chains.remove(&id) {
+                let why = format!(
+                    "no result for action {id} by {}; the host may still be running it",
+                    Time(chain.expires_at)
+                );
+                self.give_up(chain, why, now);
+            }
+        }
+    }
+
+    fn escalate(&self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
+        let policy_name = policy.map(|p| p.name.clone()).unwrap_or_default();
+        let escalation = Escalation {
+            id: format!("{}@{}/{policy_name}", f.id, f.revision),
+            host: f.host.clone(),
+            finding_id: f.id.clone(),
+            cause: f.cause.to_string(),
+            root_cause: f.root_cause.to_string(),
+            root_cause_detail: f.root_cause_detail.clone(),
+            upstream: f.upstream.clone(),
+            unit: f.unit.clone(),
+            count: f.count,
+            policy: policy_name,
+            why,
+            decided_at: Time(now).to_string(),
+        };
+        let webhook = policy
+            .and_then(|p| p.escalate.as_ref())
+            .map(|e| e.webhook.as_str());
+        self.notifier.escalate(webhook, escalation);
+    }
+}
+
+/// One line per decision. Held, no-policy and resolved decisions come with every finding
+/// update, so they log at DEBUG; the decisions that act or escalate at INFO.
+fn log(f: &Finding, d: &Decision<'_>) {
+    let policy = d.policy.map(|p| p.name.as_str()).unwrap_or("");
+    let digest = d
+        .policy
+        .map(|p| p.source.file.digest.to_string())
+        .unwrap_or_default();
+    match d.outcome {
+        Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {
+            tracing::debug!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, policy, decision = d.outcome.id(), detail = %d.outcome, "Decided.");
+        }
+        _ => {
+            tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, policy, policy_digest = %digest, decision = d.outcome.id(), detail = %d.outcome, "Decided.");
+        }
+    }
+}
+
+fn now_ms() -> UnixMs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
