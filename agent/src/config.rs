@@ -27,6 +27,95 @@ pub struct AgentConfig {
     pub outbox: OutboxConfig,
     /// Where the agent keeps the ids of actions it ran (and their results).
     pub state_dir: PathBuf,
+    /// What the actions may touch and how they run (`act/`); every field has a default.
+    #[serde(default)]
+    pub actions: ActionsConfig,
+}
+
+/// The host's own limits on the actions: which units and sockets they may touch, where nginx
+/// is, how long they may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// Globs of the units restart_unit / start_unit may touch (`php*-fpm.service`).
+    #[serde(default = "default_action_units")]
+    pub units: Vec<String>,
+    /// Globs of the socket paths fix_socket_ownership may touch; `*` stops at `/`.
+    #[serde(default = "default_action_sockets")]
+    pub sockets: Vec<String>,
+    /// The nginx binary reload_nginx runs `-t` with.
+    #[serde(default = "default_nginx_binary")]
+    pub nginx_binary: PathBuf,
+    /// nginx's unit; when it is not loaded and active, reload_nginx signals the master from
+    /// `nginx_pid_file` instead.
+    #[serde(default = "default_nginx_unit")]
+    pub nginx_unit: String,
+    /// nginx's pid file (the master's pid).
+    #[serde(default = "default_nginx_pid_file")]
+    pub nginx_pid_file: PathBuf,
+    /// nginx's error log, read after a reload for new `[emerg]` lines.
+    #[serde(default = "default_nginx_error_log")]
+    pub nginx_error_log: PathBuf,
+    /// Where a reloaded nginx must answer an HTTP request.
+    #[serde(default = "default_nginx_check_addr")]
+    pub nginx_check_addr: std::net::SocketAddr,
+    /// The user nginx's workers run as: the one that must be able to connect to a socket.
+    #[serde(default = "default_worker_user")]
+    pub worker_user: String,
+    /// The deadline of an action whose request carries none, in milliseconds.
+    #[serde(default = "default_action_deadline_ms")]
+    pub default_deadline_ms: u64,
+    /// How long verification waits when the request says nothing, in milliseconds.
+    #[serde(default = "default_verify_timeout_ms")]
+    pub default_verify_timeout_ms: u64,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            units: default_action_units(),
+            sockets: default_action_sockets(),
+            nginx_binary: default_nginx_binary(),
+            nginx_unit: default_nginx_unit(),
+            nginx_pid_file: default_nginx_pid_file(),
+            nginx_error_log: default_nginx_error_log(),
+            nginx_check_addr: default_nginx_check_addr(),
+            worker_user: default_worker_user(),
+            default_deadline_ms: default_action_deadline_ms(),
+            default_verify_timeout_ms: default_verify_timeout_ms(),
+        }
+    }
+}
+
+fn default_action_units() -> Vec<String> {
+    vec!["php*-fpm.service".to_owned(), "nginx.service".to_owned()]
+}
+fn default_action_sockets() -> Vec<String> {
+    vec!["/run/php/*.sock".to_owned()]
+}
+fn default_nginx_binary() -> PathBuf {
+    PathBuf::from("/usr/sbin/nginx")
+}
+fn default_nginx_unit() -> String {
+    "nginx.service".to_owned()
+}
+fn default_nginx_pid_file() -> PathBuf {
+    PathBuf::from("/run/nginx.pid")
+}
+fn default_nginx_error_log() -> PathBuf {
+    PathBuf::from("/var/log/nginx/error.log")
+}
+fn default_nginx_check_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 80))
+}
+fn default_worker_user() -> String {
+    "www-data".to_owned()
+}
+fn default_action_deadline_ms() -> u64 {
+    60_000
+}
+fn default_verify_timeout_ms() -> u64 {
+    10_000
 }
 
 /// How to reach the controller.
@@ -210,6 +299,33 @@ pub fn validate(config: &AgentConfig) -> Vec<String> {
     }
     if config.allowed_actions.contains(&ActionKind::Unspecified) {
         problems.push("allowed_actions: `unspecified` is not an action".into());
+    }
+    problems.extend(validate_actions(&config.actions));
+    problems
+}
+
+/// Every problem of the `actions:` section: globs that do not compile, zero durations.
+fn validate_actions(actions: &ActionsConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (field, globs) in [("units", &actions.units), ("sockets", &actions.sockets)] {
+        for (i, glob) in globs.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                problems.push(format!("actions.{field}[{i}]: `{glob}` is not a glob: {e}"));
+            }
+        }
+    }
+    for (i, glob) in actions.sockets.iter().enumerate() {
+        if !glob.starts_with('/') {
+            problems.push(format!("actions.sockets[{i}]: `{glob}` must be an absolute path"));
+        }
+    }
+    if actions.default_deadline_ms == 0 || actions.default_verify_timeout_ms == 0 {
+        problems.push(
+            "actions.default_deadline_ms, default_verify_timeout_ms: must be at least 1".into(),
+        );
+    }
+    if actions.worker_user.is_empty() {
+        problems.push("actions.worker_user: must name a user".into());
     }
     problems
 }

@@ -3,6 +3,7 @@
 //! Stages, each in its own folder (see ARCHITECTURE.md): `probe` reads the host's real state
 //! (systemd over D-Bus, sockets, php-fpm pools).
 
+pub mod act;
 pub mod detect;
 pub mod probe;
 

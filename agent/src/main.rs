@@ -29,6 +29,10 @@ enum Command {
     /// need not be UTF-8. Each gives `{"cause":"...", ...fields}`, absent fields left out;
     /// lines that name no cause give `{"cause":"none"}`.
     Classify,
+    /// Run one of this host's own actions now, as the controller would ask, and print its
+    /// outcome as JSON. Exit 0 succeeded (or planned, with --dry-run), 1 failed, refused or
+    /// timed out, 2 an error of the command itself.
+    Act(gatemend_agent::act::ActArgs),
     /// Run the agent: hold the link to the controller (findings, action requests, heartbeats).
     Run {
         /// The agent config (YAML), as in deploy/agent.example.yaml.
@@ -64,7 +68,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Act(args) = &cli.command {
+        return act(args);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatemend-agent: {e:#}");
@@ -81,6 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(gatemend_agent::link::run_agent(&config))?;
             Ok(())
         }
+        // main() answers `act` itself: its exit code is the outcome's.
+        Command::Act(_) => Ok(()),
         Command::Classify => match classify_stdin() {
             // A reader that stops early (`| head`) is not an error of ours.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -112,6 +122,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&pool)?);
             }
             Ok(())
+        }
+    }
+}
+
+/// `act`: the outcome as JSON on stdout; the exit code says how it ended.
+fn act(args: &gatemend_agent::act::ActArgs) -> ExitCode {
+    use gatemend_agent::act::{Actions, Settings, outcome_json};
+    use gatemend_proto::ActionStatus;
+    let outcome = (|| -> anyhow::Result<_> {
+        let config = gatemend_agent::config::load(&args.config)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let id = format!(
+            "cli-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        );
+        let actions = Actions::new(Settings::from_config(&config));
+        let started = std::time::Instant::now();
+        let outcome = runtime.block_on(actions.run_request(args.request(id)));
+        Ok((outcome, started.elapsed()))
+    })();
+    match outcome {
+        Ok((outcome, elapsed)) => {
+            println!("{}", outcome_json(&outcome, elapsed));
+            match outcome.status {
+                ActionStatus::Succeeded | ActionStatus::Planned => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            eprintln!("gatemend-agent: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -469,7 +469,8 @@ impl Link {
 /// SIGTERM. The detector will fill the findings channel; until it exists nothing does, and the
 /// link carries heartbeats, action requests and whatever the outbox still holds.
 pub async fn run_agent(config: &AgentConfig) -> Result<(), LinkError> {
-    let link = Link::open(config, Arc::new(RefuseAll))?;
+    let actions = crate::act::Actions::new(crate::act::Settings::from_config(config));
+    let link = Link::open(config, Arc::new(actions))?;
     let (_findings_tx, findings) = mpsc::channel(FINDINGS_QUEUE);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(LinkError::Signal)?;

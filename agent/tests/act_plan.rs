@@ -1,0 +1,469 @@
+//! The pure stages of the actions: the allow-list (`admit`), the plans, the lock keys and the
+//! small parsers they use. No host is touched; behaviour against systemd, nginx and php-fpm is
+//! tested on the testbed (tests/tests/act_*.rs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use gatemend_agent::act::{
+    self, Facts, Plan, ReloadVia, Settings, Upstream, admit, lock_key, matches_any, parse_listen,
+};
+use gatemend_agent::config::ActionsConfig;
+use gatemend_agent::probe::php_fpm::parse_pools;
+use gatemend_agent::probe::socket::{Identity, SocketInfo};
+use gatemend_agent::probe::systemd::UnitState;
+use gatemend_proto::ActionKind;
+use gatemend_proto::v1::ActionRequest;
+
+const WWW_POOL: &str = "[www]\nuser = www-data\ngroup = www-data\n\
+    listen = /run/php/php8.2-fpm.sock\nlisten.owner = www-data\nlisten.group = www-data\n";
+
+fn settings() -> Settings {
+    Settings {
+        allowed: ActionKind::ALL.to_vec(),
+        actions: ActionsConfig::default(),
+        root: PathBuf::from("/"),
+    }
+}
+
+fn request(kind: ActionKind) -> ActionRequest {
+    ActionRequest {
+        action_id: "a1".into(),
+        kind: kind as i32,
+        ..ActionRequest::default()
+    }
+}
+
+fn unit_request(kind: ActionKind, unit: &str) -> ActionRequest {
+    ActionRequest {
+        unit: unit.into(),
+        ..request(kind)
+    }
+}
+
+fn socket_request(path: &str) -> ActionRequest {
+    ActionRequest {
+        socket_path: path.into(),
+        ..request(ActionKind::FixSocketOwnership)
+    }
+}
+
+fn unit_state(name: &str, load: &str, active: &str) -> UnitState {
+    UnitState {
+        name: name.into(),
+        load_state: load.into(),
+        active_state: active.into(),
+        sub_state: "dead".into(),
+        result: Some("success".into()),
+        n_restarts: Some(0),
+        main_pid: Some(0),
+    }
+}
+
+fn php_facts(load: &str) -> Facts {
+    Facts {
+        unit: Some(unit_state("php8.2-fpm.service", load, "inactive")),
+        pools: parse_pools(Path::new("/etc/php/8.2/fpm/pool.d/www.conf"), WWW_POOL),
+        ..Facts::default()
+    }
+}
+
+fn socket_info(path: &str, uid: u32, gid: u32, mode: u32) -> SocketInfo {
+    SocketInfo {
+        path: path.into(),
+        exists: true,
+        is_socket: true,
+        is_symlink: false,
+        uid: Some(uid),
+        gid: Some(gid),
+        owner: Some(if uid == 0 { "root" } else { "www-data" }.into()),
+        group: Some(if gid == 0 { "root" } else { "www-data" }.into()),
+        mode: Some(mode),
+    }
+}
+
+/// A root-owned 0600 php-fpm socket, the pool saying www-data:www-data 0660.
+fn socket_facts() -> Facts {
+    let path = "/run/php/php8.2-fpm.sock";
+    Facts {
+        pools: parse_pools(Path::new("/etc/php/8.2/fpm/pool.d/www.conf"), WWW_POOL),
+        socket: Some(socket_info(path, 0, 0, 0o600)),
+        canonical: Some(PathBuf::from(path)),
+        users: BTreeMap::from([("www-data".into(), 33), ("root".into(), 0)]),
+        groups: BTreeMap::from([("www-data".into(), 33), ("root".into(), 0)]),
+        worker: Some(Identity {
+            user: "www-data".into(),
+            uid: 33,
+            gid: 33,
+            groups: vec![33],
+        }),
+        ..Facts::default()
+    }
+}
+
+#[track_caller]
+fn refusal(request: &ActionRequest, facts: &Facts) -> String {
+    match act::plan(request, &settings(), facts) {
+        Ok(plan) => panic!("expected a refusal, got {plan:?}"),
+        Err(refusal) => refusal.0,
+    }
+}
+
+#[test]
+fn a_unit_outside_the_allow_list_is_refused_before_anything_is_read() {
+    for unit in [
+        "ssh.service",
+        "dbus.service",
+        "php8.2-fpm.socket",
+        "nginx.service.d",
+    ] {
+        let why = admit(&unit_request(ActionKind::RestartUnit, unit), &settings())
+            .expect_err(unit)
+            .0;
+        assert!(
+            why.contains("not in this host's allow-list"),
+            "{unit}: {why}"
+        );
+    }
+    for unit in ["php8.2-fpm.service", "php7.4-fpm.service", "nginx.service"] {
+        assert_eq!(
+            admit(&unit_request(ActionKind::StartUnit, unit), &settings()),
+            Ok(ActionKind::StartUnit)
+        );
+    }
+}
+
+#[test]
+fn names_that_are_not_units_are_refused() {
+    for unit in [
+        "",
+        "php8.2-fpm.service;reboot",
+        "../x.service",
+        "php 8.2-fpm.service",
+        ".service",
+    ] {
+        assert!(
+            admit(&unit_request(ActionKind::RestartUnit, unit), &settings()).is_err(),
+            "{unit:?}"
+        );
+    }
+}
+
+#[test]
+fn an_action_outside_allowed_actions_is_refused() {
+    let mut settings = settings();
+    settings.allowed = vec![ActionKind::RestartUnit];
+    let why = admit(&request(ActionKind::ReloadNginx), &settings)
+        .unwrap_err()
+        .0;
+    assert!(
+        why.contains("`reload_nginx` is not in this host's allowed_actions"),
+        "{why}"
+    );
+    let unknown = ActionRequest {
+        kind: 42,
+        ..request(ActionKind::Escalate)
+    };
+    assert!(admit(&unknown, &settings).is_err());
+    assert!(admit(&request(ActionKind::Unspecified), &self::settings()).is_err());
+}
+
+#[test]
+fn socket_globs_do_not_cross_directories_and_paths_must_be_plain() {
+    let s = settings();
+    assert!(admit(&socket_request("/run/php/php8.2-fpm.sock"), &s).is_ok());
+    for path in [
+        "/run/php/sub/x.sock",
+        "/run/php/../../etc/shadow.sock",
+        "/run/php/./x.sock",
+        "/run//php/x.sock",
+        "run/php/x.sock",
+        "/run/php/x.sock/",
+        "/tmp/x.sock",
+        "",
+    ] {
+        assert!(admit(&socket_request(path), &s).is_err(), "{path:?}");
+    }
+    assert!(matches_any(
+        &["php*-fpm.service".into()],
+        "php8.2-fpm.service"
+    ));
+    assert!(
+        !matches_any(&["[".into()], "["),
+        "a broken glob matches nothing"
+    );
+}
+
+#[test]
+fn restart_plan_names_the_dbus_calls_and_the_pools_socket() {
+    let plan = act::plan(
+        &unit_request(ActionKind::RestartUnit, "php8.2-fpm.service"),
+        &settings(),
+        &php_facts("loaded"),
+    )
+    .unwrap();
+    let Plan::RestartUnit(unit) = &plan else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(
+        unit.upstreams,
+        [Upstream::Unix("/run/php/php8.2-fpm.sock".into())]
+    );
+    assert_eq!(unit.verify_timeout_ms, 10_000);
+    let lines = plan.lines().join("\n");
+    assert!(lines.contains("Manager.Subscribe()"), "{lines}");
+    assert!(
+        lines.contains("RestartUnit(\"php8.2-fpm.service\", \"replace\")"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("ResetFailedUnit(\"php8.2-fpm.service\")"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("unix:/run/php/php8.2-fpm.sock accepts"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn start_plan_of_nginx_verifies_its_http_address_and_a_request_socket_wins() {
+    let facts = Facts {
+        unit: Some(unit_state("nginx.service", "loaded", "failed")),
+        ..Facts::default()
+    };
+    let plan = act::plan(
+        &unit_request(ActionKind::StartUnit, "nginx.service"),
+        &settings(),
+        &facts,
+    )
+    .unwrap();
+    let Plan::StartUnit(unit) = plan else {
+        panic!()
+    };
+    assert_eq!(
+        unit.upstreams,
+        [Upstream::Tcp("127.0.0.1:80".parse().unwrap())]
+    );
+
+    let mut asked = unit_request(ActionKind::StartUnit, "php8.2-fpm.service");
+    asked.socket_path = "/run/php/other.sock".into();
+    asked.verify_timeout_ms = 1234;
+    let Plan::StartUnit(unit) = act::plan(&asked, &settings(), &php_facts("loaded")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        unit.upstreams,
+        [Upstream::Unix("/run/php/other.sock".into())]
+    );
+    assert_eq!(unit.verify_timeout_ms, 1234);
+}
+
+#[test]
+fn masked_and_missing_units_are_refused() {
+    let req = unit_request(ActionKind::RestartUnit, "php8.2-fpm.service");
+    assert!(refusal(&req, &php_facts("masked")).contains("masked"));
+    assert!(refusal(&req, &php_facts("not-found")).contains("does not exist"));
+    assert!(refusal(&req, &php_facts("error")).contains("LoadState=error"));
+}
+
+#[test]
+fn socket_plan_takes_the_pools_values_and_shows_old_and_new() {
+    let plan = act::plan(
+        &socket_request("/run/php/php8.2-fpm.sock"),
+        &settings(),
+        &socket_facts(),
+    )
+    .unwrap();
+    let Plan::FixSocketOwnership(socket) = &plan else {
+        panic!()
+    };
+    assert_eq!(
+        (socket.to.uid, socket.to.gid, socket.to.mode),
+        (33, 33, 0o660)
+    );
+    assert_eq!(
+        (socket.from.uid, socket.from.gid, socket.from.mode),
+        (0, 0, 0o600)
+    );
+    assert!(socket.source.contains("pool [www]"), "{}", socket.source);
+    assert_eq!(socket.lasting_note, None, "the pool agrees with the fix");
+    let lines = plan.lines().join("\n");
+    assert!(
+        lines.contains(
+            "chown /run/php/php8.2-fpm.sock root:root (0:0) -> www-data:www-data (33:33)"
+        ),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("chmod /run/php/php8.2-fpm.sock 0600 -> 0660"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn a_request_that_disagrees_with_the_pool_says_the_pool_file_makes_it_last() {
+    let mut req = socket_request("/run/php/php8.2-fpm.sock");
+    req.mode = "0666".into();
+    let Plan::FixSocketOwnership(socket) = act::plan(&req, &settings(), &socket_facts()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(socket.to.mode, 0o666);
+    assert_eq!(socket.source, "the request");
+    let note = socket.lasting_note.unwrap();
+    assert!(note.contains("/etc/php/8.2/fpm/pool.d/www.conf"), "{note}");
+    assert!(
+        note.contains("the pool file is what makes this fix last"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_pool_that_locks_nginx_out_is_refused_and_blamed() {
+    let mut facts = socket_facts();
+    facts.pools = parse_pools(
+        Path::new("/etc/php/8.2/fpm/pool.d/www.conf"),
+        "[www]\nuser = root\ngroup = root\nlisten = /run/php/php8.2-fpm.sock\nlisten.mode = 0600\n",
+    );
+    let why = refusal(&socket_request("/run/php/php8.2-fpm.sock"), &facts);
+    assert!(why.contains("www-data (uid 33) may not connect"), "{why}");
+    assert!(
+        why.contains("www.conf (listen.owner/group/mode) is what must change"),
+        "{why}"
+    );
+}
+
+#[test]
+fn links_files_missing_paths_and_links_above_are_refused() {
+    let path = "/run/php/php8.2-fpm.sock";
+    let req = socket_request(path);
+    let mut facts = socket_facts();
+    facts.socket.as_mut().unwrap().is_socket = false;
+    assert!(refusal(&req, &facts).contains("not a socket"));
+
+    let mut facts = socket_facts();
+    let info = facts.socket.as_mut().unwrap();
+    info.is_socket = false;
+    info.is_symlink = true;
+    assert!(refusal(&req, &facts).contains("symlink"));
+
+    let mut facts = socket_facts();
+    facts.socket.as_mut().unwrap().exists = false;
+    assert!(refusal(&req, &facts).contains("nothing is at"));
+
+    let mut facts = socket_facts();
+    facts.canonical = Some("/var/run/elsewhere/php8.2-fpm.sock".into());
+    assert!(refusal(&req, &facts).contains("resolves through a link"));
+}
+
+#[test]
+fn unknown_owners_bad_modes_and_no_pool_are_refused() {
+    let mut req = socket_request("/run/php/php8.2-fpm.sock");
+    req.owner = "nobody-here".into();
+    assert!(refusal(&req, &socket_facts()).contains("no user `nobody-here`"));
+
+    let mut req = socket_request("/run/php/php8.2-fpm.sock");
+    req.mode = "4770".into();
+    assert!(refusal(&req, &socket_facts()).contains("set-id or sticky"));
+    req.mode = "rw-rw----".into();
+    assert!(refusal(&req, &socket_facts()).contains("not an octal mode"));
+
+    let mut facts = socket_facts();
+    facts.pools.clear();
+    assert!(
+        refusal(&socket_request("/run/php/php8.2-fpm.sock"), &facts).contains("no php-fpm pool")
+    );
+    assert_eq!(act::fix_socket_ownership::parse_mode("660"), Ok(0o660));
+    assert_eq!(act::fix_socket_ownership::parse_mode("0660"), Ok(0o660));
+}
+
+#[test]
+fn reload_goes_over_dbus_when_nginx_is_a_running_unit_else_by_signal() {
+    let mut facts = Facts {
+        nginx_unit: Some(unit_state("nginx.service", "loaded", "active")),
+        ..Facts::default()
+    };
+    let plan = act::plan(&request(ActionKind::ReloadNginx), &settings(), &facts).unwrap();
+    let Plan::ReloadNginx(reload) = &plan else {
+        panic!()
+    };
+    assert_eq!(
+        reload.via,
+        ReloadVia::Systemd {
+            unit: "nginx.service".into()
+        }
+    );
+    assert_eq!(reload.test, ["/usr/sbin/nginx", "-t"]);
+    let lines = plan.lines().join("\n");
+    assert!(lines.contains("run `/usr/sbin/nginx -t`"), "{lines}");
+    assert!(
+        lines.contains("ReloadUnit(\"nginx.service\", \"replace\")"),
+        "{lines}"
+    );
+
+    facts.nginx_unit = Some(unit_state("nginx.service", "not-found", "inactive"));
+    let Plan::ReloadNginx(reload) =
+        act::plan(&request(ActionKind::ReloadNginx), &settings(), &facts).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(reload.via, ReloadVia::Signal);
+}
+
+#[test]
+fn escalate_plans_nothing_on_the_host() {
+    let plan = act::plan(
+        &request(ActionKind::Escalate),
+        &settings(),
+        &Facts::default(),
+    )
+    .unwrap();
+    assert!(plan.lines().join(" ").contains("nothing runs on this host"));
+}
+
+#[test]
+fn actions_on_a_socket_lock_its_pools_unit() {
+    let s = settings();
+    let pools = parse_pools(Path::new("/etc/php/8.2/fpm/pool.d/www.conf"), WWW_POOL);
+    assert_eq!(
+        lock_key(&socket_request("/run/php/php8.2-fpm.sock"), &s, &pools).as_deref(),
+        Some("php8.2-fpm.service")
+    );
+    assert_eq!(
+        lock_key(&socket_request("/run/php/lonely.sock"), &s, &pools).as_deref(),
+        Some("/run/php/lonely.sock")
+    );
+    assert_eq!(
+        lock_key(
+            &unit_request(ActionKind::RestartUnit, "php8.2-fpm.service"),
+            &s,
+            &pools
+        )
+        .as_deref(),
+        Some("php8.2-fpm.service")
+    );
+    assert_eq!(
+        lock_key(&request(ActionKind::ReloadNginx), &s, &pools).as_deref(),
+        Some("nginx.service")
+    );
+    assert_eq!(lock_key(&request(ActionKind::Escalate), &s, &pools), None);
+}
+
+#[test]
+fn listen_values_become_what_to_connect_to() {
+    let tcp = |s: &str| Some(Upstream::Tcp(s.parse().unwrap()));
+    assert_eq!(parse_listen("9000"), tcp("127.0.0.1:9000"));
+    assert_eq!(parse_listen("127.0.0.1:9001"), tcp("127.0.0.1:9001"));
+    assert_eq!(parse_listen("0.0.0.0:9002"), tcp("127.0.0.1:9002"));
+    assert_eq!(parse_listen("[::]:9003"), tcp("[::1]:9003"));
+    assert_eq!(parse_listen("localhost:9004"), tcp("127.0.0.1:9004"));
+    assert_eq!(
+        parse_listen("/run/php/x.sock"),
+        Some(Upstream::Unix("/run/php/x.sock".into()))
+    );
+    for junk in ["", "db.example:9000", "x", ":", "99999", "\u{0}"] {
+        assert_eq!(parse_listen(junk), None, "{junk:?}");
+    }
+}
