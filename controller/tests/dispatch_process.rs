@@ -91,10 +91,15 @@ fn webhook() -> (SocketAddr, std_mpsc::Receiver<serde_json::Value>) {
 }
 
 fn controller(addr: SocketAddr, policies: &Path, log: &Path) -> Proc {
+    controller_with(addr, policies, log, &[])
+}
+
+fn controller_with(addr: SocketAddr, policies: &Path, log: &Path, extra: &[&str]) -> Proc {
     let stderr = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
         .args(["--listen", &addr.to_string(), "--insecure", "--policies"])
         .arg(policies)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -384,4 +389,47 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
         .unwrap();
     assert!(status.success());
     wait_log(&log, "trigger=\"sighup\"", 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_wide_dry_run_asks_for_plans_and_holds_nothing_in_flight() {
+    let (hook, _posts) = webhook();
+    let one_at_a_time = RESTART.replace("max_concurrent: 5", "max_concurrent: 1");
+    let (dir, policies) = policy_dir(hook, &[("restart.yaml", &one_at_a_time)]);
+    let log = dir.path().join("controller.log");
+    let addr = free_addr();
+    let _ctl = controller_with(addr, &policies, &log, &["--dry-run"]);
+    let mut agent = Agent::connect(addr, "web1").await;
+    agent
+        .send(finding(
+            "web1",
+            "f1",
+            1,
+            Cause::UpstreamSocketMissing,
+            RootCause::ServiceDown,
+        ))
+        .await;
+    let request = agent
+        .next_request(Duration::from_secs(20))
+        .await
+        .expect("a dry-run request");
+    assert!(request.dry_run);
+    assert_eq!(request.action_id, "f1@1/restart/0/dry");
+    wait_log(&log, "decision=\"dry_run\"", 1);
+    // A plan is not in flight: while web1's plan is unanswered, a finding on web2 is planned
+    // too, though the policy allows one host at a time.
+    let mut web2 = Agent::connect(addr, "web2").await;
+    web2.send(finding(
+        "web2",
+        "g1",
+        1,
+        Cause::UpstreamSocketMissing,
+        RootCause::ServiceDown,
+    ))
+    .await;
+    let request = web2
+        .next_request(Duration::from_secs(20))
+        .await
+        .expect("a plan");
+    assert!(request.dry_run);
 }
