@@ -1,6 +1,9 @@
 //! The TCP listener probe: `/proc/net/tcp{,6}` text recorded on a testbed host, cgroup files,
 //! address matching, and a real `/proc` (this test process's own listener).
 
+// Test helpers panic on what a test did not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 

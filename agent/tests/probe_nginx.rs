@@ -1,6 +1,9 @@
 //! The nginx config parser on `nginx -T` output recorded on testbed hosts
 //! (`fixtures/nginx/`, see the README there), on the grammar's corners, and on garbage.
 
+// Test helpers panic on what a test did not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use gatemend_agent::probe::nginx::{
