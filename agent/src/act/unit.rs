@@ -100,7 +100,7 @@ impl UnitPlan {
                 verb.call()
             ),
             format!(
-                "only if the unit's Result is start-limit-hit: ResetFailedUnit(\"{unit}\"), then StartUnit(\"{unit}\", \"replace\"), once"
+                "only if the start limit was hit (the job failed without running the unit): ResetFailedUnit(\"{unit}\"), then StartUnit(\"{unit}\", \"replace\"), once"
             ),
             format!(
                 "verify within {} ms: ActiveState=active",
@@ -246,7 +246,7 @@ pub(super) async fn apply(plan: &UnitPlan, verb: Verb, rec: &Recorder) -> (Actio
     verify(plan, &systemd, rec).await
 }
 
-/// Queues the job and waits for its JobRemoved; when the unit's Result is start-limit-hit,
+/// Queues the job and waits for its JobRemoved; when the start limit was hit,
 /// resets it and starts it, once. `Ok(true)` when the (last) job's result is `done`.
 async fn run_job(
     systemd: &Systemd,
@@ -267,6 +267,7 @@ async fn run_job(
         .await
         .map_err(dbus("AddMatch(JobRemoved)".into()))?;
     log.push("Subscribe() -> ok; listening for JobRemoved".into());
+    let invocation = systemd.invocation_id(unit).await?;
     let job = match verb {
         Verb::Restart => manager.restart_unit(unit, "replace").await,
         Verb::Start => manager.start_unit(unit, "replace").await,
@@ -283,7 +284,12 @@ async fn run_job(
         return Ok(true);
     }
     let state = systemd.unit_state(unit).await?;
-    if state.result.as_deref() != Some("start-limit-hit") {
+    // systemd sets Result=start-limit-hit only when the unit's last result was a success; after
+    // a failure it keeps the old Result. A failed start job that left the InvocationID as it
+    // was never ran the unit: systemd refused it up front, which is the start limit.
+    let limit_hit = state.result.as_deref() == Some("start-limit-hit")
+        || (result == "failed" && systemd.invocation_id(unit).await? == invocation);
+    if !limit_hit {
         return Ok(false);
     }
     reset_and_start(&manager, &mut removed, unit, log).await
@@ -303,7 +309,7 @@ async fn reset_and_start(
         .await
         .map_err(dbus(format!("ResetFailedUnit({unit})")))?;
     log.push(format!(
-        "Result=start-limit-hit: ResetFailedUnit(\"{unit}\") -> ok"
+        "start-limit-hit (the job failed without running the unit): ResetFailedUnit(\"{unit}\") -> ok"
     ));
     let job = manager
         .start_unit(unit, "replace")

@@ -49,6 +49,9 @@ pub trait Unit {
     fn sub_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn load_state(&self) -> zbus::Result<String>;
+    /// 128 random bits, new each time the unit really starts (empty when it never ran).
+    #[zbus(property, name = "InvocationID")]
+    fn invocation_id(&self) -> zbus::Result<Vec<u8>>;
 }
 
 #[proxy(
@@ -122,6 +125,32 @@ impl Systemd {
                 call: "Manager proxy".into(),
                 source,
             })
+    }
+
+    /// The unit's current InvocationID as hex (empty when it never ran). A start job that
+    /// failed without changing it never ran the unit: systemd refused it up front (the start
+    /// limit), which the unit's `Result` does not always say.
+    pub async fn invocation_id(&self, name: &str) -> Result<String, ProbeError> {
+        let dbus = |call: &str, source| ProbeError::Dbus {
+            call: format!("{call}({name})"),
+            source,
+        };
+        let path = self
+            .manager()
+            .await?
+            .load_unit(name)
+            .await
+            .map_err(|e| dbus("LoadUnit", e))?;
+        let unit = UnitProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(|e| dbus("Unit proxy", e))?;
+        let id = unit
+            .invocation_id()
+            .await
+            .map_err(|e| dbus("Get InvocationID", e))?;
+        Ok(id.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Reads a unit's state. A unit that does not exist is reported with `load_state`
