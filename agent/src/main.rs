@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatemend_agent::detect::classify;
-use gatemend_agent::probe::{php_fpm, systemd::Systemd};
+use gatemend_agent::probe::{listeners, nginx, php_fpm, systemd::Systemd};
 
 #[derive(Debug, Parser)]
 #[command(name = "gatemend-agent", version, about = "gatemend host agent")]
@@ -57,6 +57,21 @@ enum Probe {
         /// The root the pool files are found under.
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+    /// nginx's configuration as `nginx -T` prints it, parsed: one JSON object with the exit
+    /// code, stderr and the config (user, logs, upstreams, passes, resolvers, timeouts).
+    /// Exits non-zero, after printing, when `nginx -T` fails.
+    Nginx {
+        /// The nginx binary to run with `-T`.
+        #[arg(long, default_value = "/usr/sbin/nginx")]
+        nginx: PathBuf,
+    },
+    /// TCP listeners with the pids, process name and systemd unit holding each: one JSON
+    /// object per listener.
+    Listeners {
+        /// The proc filesystem to read (its `net/tcp*` are the reader's network namespace).
+        #[arg(long = "proc", default_value = "/proc")]
+        proc_root: PathBuf,
     },
 }
 
@@ -113,6 +128,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Probe {
+            what: Probe::Nginx { nginx: binary },
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let dump = runtime.block_on(nginx::dump(&binary))?;
+            let report = serde_json::json!({
+                "binary": dump.binary,
+                "exit_code": dump.exit_code,
+                "stderr": dump.stderr,
+                "config": dump.config(),
+            });
+            println!("{report}");
+            let status = dump
+                .exit_code
+                .map_or_else(|| "a signal".to_owned(), |code| format!("exit code {code}"));
+            anyhow::ensure!(
+                dump.success(),
+                "{} -T ended with {status}: {}",
+                binary.display(),
+                dump.stderr.trim()
+            );
+            Ok(())
+        }
+        Command::Probe {
+            what: Probe::Listeners { proc_root },
+        } => {
+            for listener in listeners::read(&proc_root).context("reading TCP listeners")? {
+                println!("{}", serde_json::to_string(&listener)?);
+            }
+            Ok(())
         }
         Command::Probe {
             what: Probe::Pools { root },
