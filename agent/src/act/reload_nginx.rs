@@ -194,17 +194,18 @@ pub async fn apply(
     let output = format!("{output}\nmaster {master}, workers {old_workers:?}");
     rec.record("precheck", started, ok, output.clone());
     if !ok {
-        let last = output
+        // The [emerg] line names the file, line and directive; the last line only says "failed".
+        let why = output
             .lines()
-            .rev()
-            .find(|l| l.contains("[emerg]") || l.contains("failed"))
+            .find(|l| l.contains("[emerg]"))
+            .or_else(|| output.lines().find(|l| l.contains("failed")))
             .unwrap_or("")
             .trim()
             .to_owned();
         return (
             ActionStatus::Refused,
             format!(
-                "`{}` failed; nothing was reloaded: {last}",
+                "`{}` failed; nothing was reloaded: {why}",
                 plan.test.join(" ")
             ),
         );
@@ -235,7 +236,7 @@ async fn config_test(plan: &ReloadPlan) -> Result<(bool, String), ActError> {
     let mut text = format!("$ {command_line}\n");
     text.push_str(&String::from_utf8_lossy(&out.stdout));
     text.push_str(&String::from_utf8_lossy(&out.stderr));
-    text.push_str(&format!("exit status: {}", out.status));
+    text.push_str(&out.status.to_string());
     Ok((out.status.success(), text))
 }
 
