@@ -414,6 +414,50 @@ fn targets_are_every_concrete_address_once() {
 }
 
 #[test]
+fn targets_from_what_the_log_names() {
+    let cases = [
+        (
+            "unix:/run/php/php8.2-fpm.sock",
+            Some(unix("/run/php/php8.2-fpm.sock")),
+        ),
+        (
+            "fastcgi://unix:/run/php/php8.2-fpm.sock:",
+            Some(unix("/run/php/php8.2-fpm.sock")),
+        ),
+        (
+            "http://unix:/run/app.sock:/api",
+            Some(unix("/run/app.sock")),
+        ),
+        ("127.0.0.1:3000", Some(tcp("127.0.0.1", 3000))),
+        ("http://127.0.0.1:3000/x?y", Some(tcp("127.0.0.1", 3000))),
+        ("[::1]:3000", Some(tcp("::1", 3000))),
+        ("\"https://10.0.0.9:443/\"", Some(tcp("10.0.0.9", 443))),
+        ("flaky", Some(Target::Upstream("flaky".into()))),
+        ("", None),
+        ("unix:", None),
+        ("127.0.0.1:99999", None),
+        ("[::1", None),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(Target::from_log(text), expected, "{text:?}");
+    }
+    for target in [unix("/run/a.sock"), tcp("127.0.0.1", 80), tcp("::1", 3000)] {
+        assert_eq!(
+            Target::from_log(&target.to_string()),
+            Some(target.clone()),
+            "round trip"
+        );
+    }
+}
+
+#[test]
+fn upstream_blocks_by_name_ignore_case() {
+    let config = fixture("upstreams.txt");
+    assert_eq!(config.upstream("APP").map(|u| u.servers.len()), Some(4));
+    assert!(config.upstream("nope").is_none());
+}
+
+#[test]
 fn target_display_is_the_logs_form() {
     assert_eq!(
         unix("/run/php/php8.2-fpm.sock").to_string(),

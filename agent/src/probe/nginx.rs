@@ -329,27 +329,34 @@ impl NginxConfig {
     /// server address, or an upstream block's name. A scheme (`http://`, `fastcgi://`) and a
     /// URI after the address are ignored; `localhost` matches `127.0.0.1` and `::1`.
     pub fn passes_to(&self, upstream: &str) -> Vec<&Pass> {
-        let wanted = match parse_reported(upstream) {
-            Some(wanted) => wanted,
-            None => return Vec::new(),
+        let Some(wanted) = Target::from_log(upstream) else {
+            return Vec::new();
         };
         self.passes
             .iter()
             .filter(|pass| match (&pass.target, &wanted) {
-                (Target::Upstream(name), Reported::Name(wanted)) => {
+                (Target::Upstream(name), Target::Upstream(wanted)) => {
                     name.eq_ignore_ascii_case(wanted)
                 }
-                (Target::Upstream(name), Reported::Target(wanted)) => self
-                    .upstreams
-                    .iter()
-                    .filter(|block| block.name.eq_ignore_ascii_case(name))
+                (Target::Upstream(name), wanted) => self
+                    .upstream(name)
+                    .into_iter()
                     .flat_map(|block| &block.servers)
                     .any(|server| same_target(&server.target, wanted)),
-                (target, Reported::Target(wanted)) => same_target(target, wanted),
-                (Target::Tcp { host, .. }, Reported::Name(name)) => host.eq_ignore_ascii_case(name),
-                _ => false,
+                // A bare host name, as `no resolver defined to resolve NAME` gives it.
+                (Target::Tcp { host, .. }, Target::Upstream(name)) => {
+                    host.eq_ignore_ascii_case(name)
+                }
+                (target, wanted) => same_target(target, wanted),
             })
             .collect()
+    }
+
+    /// The `upstream {}` block of this name (nginx compares names case-insensitively).
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamBlock> {
+        self.upstreams
+            .iter()
+            .find(|block| block.name.eq_ignore_ascii_case(name))
     }
 
     /// Every concrete address nginx may connect to: the passes' unix and TCP targets and the
@@ -395,32 +402,27 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// An upstream as nginx's error log or the classifier names it.
-enum Reported {
-    /// An address: `unix:/path`, `host:port`.
-    Target(Target),
-    /// A bare name: an upstream block (`no live upstreams while connecting to upstream`
-    /// lines name the block) or a host without a port.
-    Name(String),
-}
-
-fn parse_reported(upstream: &str) -> Option<Reported> {
-    let text = upstream.trim().trim_matches('"');
-    let text = text.split_once("://").map_or(text, |(_, rest)| rest);
-    if let Some(path) = text.strip_prefix("unix:") {
-        // `unix:/path.sock:` or `unix:/path.sock:/uri`: the path ends at the first colon.
-        let path = path.split(':').next().unwrap_or(path);
-        return (!path.is_empty()).then(|| Reported::Target(Target::Unix(PathBuf::from(path))));
+impl Target {
+    /// An upstream as nginx's error log or the classifier names it: `unix:/path.sock`
+    /// (a trailing `:` or `:/uri` ignored), `127.0.0.1:3000`, `[::1]:3000`, with or without a
+    /// scheme and a URI (`http://127.0.0.1:3000/x`). A name without a port (an upstream block,
+    /// as `no live upstreams` lines give it, or a host) is [`Target::Upstream`]. `None` for
+    /// empty or undecodable text.
+    pub fn from_log(upstream: &str) -> Option<Target> {
+        let text = upstream.trim().trim_matches('"');
+        let text = text.split_once("://").map_or(text, |(_, rest)| rest);
+        if let Some(path) = text.strip_prefix("unix:") {
+            // `unix:/path.sock:` or `unix:/path.sock:/uri`: the path ends at the first colon.
+            let path = path.split(':').next().unwrap_or(path);
+            return (!path.is_empty()).then(|| Target::Unix(PathBuf::from(path)));
+        }
+        let hostport = text.split(['/', '?']).next().unwrap_or(text);
+        match split_host_port(hostport) {
+            HostPort::WithPort(host, port) => Some(Target::Tcp { host, port }),
+            HostPort::NoPort(name) => Some(Target::Upstream(name)),
+            HostPort::Invalid => None,
+        }
     }
-    let hostport = text.split(['/', '?']).next().unwrap_or(text);
-    if hostport.is_empty() {
-        return None;
-    }
-    Some(match split_host_port(hostport) {
-        HostPort::WithPort(host, port) => Reported::Target(Target::Tcp { host, port }),
-        HostPort::NoPort(host) => Reported::Name(host),
-        HostPort::Invalid => Reported::Name(hostport.to_owned()),
-    })
 }
 
 /// One file's text from the dump.
@@ -915,11 +917,7 @@ impl Walker<'_> {
     /// scheme's default port, already recorded.
     fn finish(mut self) -> NginxConfig {
         for pending in &self.upstream_passes {
-            let is_block = self
-                .config
-                .upstreams
-                .iter()
-                .any(|u| u.name.eq_ignore_ascii_case(&pending.host));
+            let is_block = self.config.upstream(&pending.host).is_some();
             if is_block && let Some(pass) = self.config.passes.get_mut(pending.pass) {
                 pass.target = Target::Upstream(pending.host.clone());
             }
