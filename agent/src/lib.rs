@@ -5,6 +5,7 @@
 
 pub mod act;
 pub mod detect;
+pub mod diagnose;
 pub mod probe;
 
 pub mod config;

@@ -4,6 +4,7 @@ pub mod error;
 pub mod listeners;
 pub mod nginx;
 pub mod php_fpm;
+pub mod snapshot;
 pub mod socket;
 pub mod systemd;
 

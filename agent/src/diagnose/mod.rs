@@ -1,0 +1,147 @@
+//! Diagnose: a classified line and what the probes found → why nginx failed (the root cause),
+//! the systemd unit behind the upstream, and the evidence. Then aggregation: the lines of one
+//! (cause, upstream) become one [`Finding`] with a count, re-sent when it changes and resolved
+//! when the errors stop and the probes are healthy again.
+//!
+//! Pure: no I/O and no clock. The probes are read beforehand into a [`Probes`] snapshot
+//! (`probe::snapshot`), and times are passed in.
+//!
+//! One file per root cause, each a `check` that says whether its root cause explains the
+//! line; they are asked in [`ORDER`] and the first that answers wins, `unknown` otherwise.
+//! The order is from the most certain to the least: a configuration or DNS error is what the
+//! line says it is; a unit that is down explains a refused connection before anything else; a
+//! socket nobody serves while php-fpm listens elsewhere is nginx pointing at the wrong place.
+
+mod aggregate;
+mod finding;
+mod target;
+
+mod capacity_exhausted;
+mod config_invalid;
+mod dns_failure;
+mod service_down;
+mod service_not_listening;
+mod socket_permission;
+mod tls_failure;
+mod upstream_crashing;
+mod upstream_slow;
+mod wrong_target;
+
+use std::collections::BTreeMap;
+
+use gatemend_proto::{Cause, RootCause};
+
+pub use aggregate::{Aggregator, EVIDENCE_LINES};
+pub use finding::{Evidence, Finding, unix_ms};
+pub use target::{Addr, unit_for};
+
+use crate::detect::Classified;
+pub use crate::probe::snapshot::Probes;
+
+/// Why, for one line: the root cause, a sentence for humans, the unit, and the probe results
+/// that led there (`unit.ActiveState` -> `failed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    pub root_cause: RootCause,
+    pub detail: String,
+    /// The systemd unit that serves the upstream, when one was found.
+    pub unit: Option<String>,
+    pub probes: BTreeMap<String, String>,
+}
+
+impl Diagnosis {
+    fn new(root_cause: RootCause, detail: impl Into<String>) -> Diagnosis {
+        Diagnosis {
+            root_cause,
+            detail: detail.into(),
+            unit: None,
+            probes: BTreeMap::new(),
+        }
+    }
+
+    fn unit(mut self, unit: Option<String>) -> Diagnosis {
+        self.unit = unit;
+        self
+    }
+
+    fn probe(mut self, key: &str, value: impl Into<String>) -> Diagnosis {
+        self.probes.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// A root cause's check: `Some` when it explains the line.
+type Check = fn(&Classified<'_>, &Probes) -> Option<Diagnosis>;
+
+/// The order the checks are asked in (see the module docs).
+const ORDER: &[(RootCause, Check)] = &[
+    (RootCause::ConfigInvalid, config_invalid::check),
+    (RootCause::DnsFailure, dns_failure::check),
+    (RootCause::TlsFailure, tls_failure::check),
+    (RootCause::CapacityExhausted, capacity_exhausted::check),
+    (RootCause::SocketPermission, socket_permission::check),
+    (RootCause::ServiceDown, service_down::check),
+    (RootCause::WrongTarget, wrong_target::check),
+    (RootCause::ServiceNotListening, service_not_listening::check),
+    (RootCause::UpstreamCrashing, upstream_crashing::check),
+    (RootCause::UpstreamSlow, upstream_slow::check),
+];
+
+/// Diagnoses one classified line against the probes. A `none` line is not diagnosed (`None`).
+pub fn diagnose(line: &Classified<'_>, probes: &Probes) -> Option<Diagnosis> {
+    if line.cause == Cause::None {
+        return None;
+    }
+    let found = ORDER.iter().find_map(|(_, check)| check(line, probes));
+    Some(found.unwrap_or_else(|| {
+        let upstream = line.upstream.as_deref().unwrap_or("");
+        let unit = unit_for(upstream, probes).map(|(unit, _)| unit);
+        let detail = match &unit {
+            Some(unit) => format!(
+                "{} at {upstream}: {unit} looks healthy; see the evidence",
+                line.cause
+            ),
+            None if upstream.is_empty() => format!("{}; see the evidence", line.cause),
+            None => format!(
+                "{} at {upstream}: no unit is known to serve it (map one under `units:` in the agent config)",
+                line.cause
+            ),
+        };
+        Diagnosis::new(RootCause::Unknown, detail).unit(unit)
+    }))
+}
+
+/// What the probes say now about a finding's upstream: `Some(false)` while they still show the
+/// fault (the unit down, the socket missing or closed to the worker, nginx -t failing),
+/// `Some(true)` when they show it mended, `None` when probes cannot tell (a slow or crashing
+/// upstream, DNS, TLS, a limit): then only the logs falling quiet can.
+pub fn healthy(cause: Cause, upstream: &str, probes: &Probes) -> Option<bool> {
+    if cause == Cause::ConfigInvalid {
+        return Some(probes.nginx_error.is_none());
+    }
+    let line = Classified {
+        cause,
+        upstream: Some(upstream.into()),
+        ..Classified::none()
+    };
+    let checks: [Check; 4] = [
+        socket_permission::check,
+        service_down::check,
+        wrong_target::check,
+        service_not_listening::check,
+    ];
+    if checks.iter().any(|check| check(&line, probes).is_some()) {
+        return Some(false);
+    }
+    matches!(
+        cause,
+        Cause::UpstreamSocketMissing
+            | Cause::UpstreamRefused
+            | Cause::UpstreamSocketPermission
+            | Cause::NoLiveUpstreams
+    )
+    .then_some(true)
+}
+
+#[cfg(test)]
+mod tests;
