@@ -148,3 +148,26 @@ fn a_unit_at_its_start_limit_is_reset_and_started_exactly_once_more() {
         "run\nrun\n"
     );
 }
+
+#[test]
+fn an_action_past_its_deadline_is_timed_out_with_the_steps_done_so_far() {
+    let fleet = boot();
+    let host = &fleet.hosts()[0];
+    let unit = "gatemend-broken-slow.service";
+    host.write(
+        &format!("/etc/systemd/system/{unit}"),
+        "[Service]\nType=oneshot\nExecStart=/bin/sleep 600\n",
+    )
+    .unwrap();
+    host.exec(&["systemctl", "daemon-reload"]).unwrap();
+
+    let acted = act(
+        host,
+        &["start_unit", "--unit", unit, "--deadline-ms", "1500"],
+    );
+    assert_eq!(acted.code, 1, "{acted}");
+    assert_eq!(acted.status(), "timed_out", "{acted}");
+    assert!(acted.message().contains("1500 ms"), "{acted}");
+    assert_eq!(acted.step_names(), ["precheck"], "{acted}");
+    assert_eq!(prop(host, unit, "ActiveState"), "activating");
+}
