@@ -25,9 +25,10 @@ use tokio::sync::{mpsc, watch};
     about = "gatemend controller daemon"
 )]
 struct Cli {
-    /// Address the agents' gRPC link listens on.
+    /// Address the agents' gRPC link listens on; repeat it to serve the same link on several
+    /// addresses (e.g. one per network the agents reach the controller through).
     #[arg(long, default_value = "127.0.0.1:7443")]
-    listen: SocketAddr,
+    listen: Vec<SocketAddr>,
     /// The PKI directory made by `gatemend pki init`: mutual TLS with the agents.
     #[arg(
         long,
@@ -105,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             PeerAuth::Certificate,
         ),
         None => {
-            tracing::warn!(listen = %cli.listen, "INSECURE: the agent link is plain text without certificates; any client may report as any host (--insecure).");
+            tracing::warn!(listen = ?cli.listen, "INSECURE: the agent link is plain text without certificates; any client may report as any host (--insecure).");
             (None, PeerAuth::Insecure)
         }
     };
@@ -152,13 +153,16 @@ async fn serve<S: FindingSink>(
         forward.clone(),
     ));
     let service = LinkService::new(fleet, sink, forward, limits, auth);
-    let listener = ingest::bind(cli.listen).await?;
-    tracing::info!(listen = %cli.listen, tls = cli.tls_dir.is_some(), "Listening for agents.");
+    let mut listeners = Vec::with_capacity(cli.listen.len());
+    for addr in &cli.listen {
+        listeners.push(ingest::bind(*addr).await?);
+        tracing::info!(listen = %addr, tls = cli.tls_dir.is_some(), "Listening for agents.");
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Shutting down.");
     };
-    ingest::serve(listener, tls, service, shutdown).await?;
+    ingest::serve_all(listeners, tls, service, shutdown).await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::select_all;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -42,24 +43,47 @@ pub async fn serve<S: FindingSink>(
     service: LinkService<S>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_all(vec![listener], tls, service, shutdown).await
+}
+
+/// Serves one Link service on every listener (e.g. one address per veth of a fleet) until
+/// `shutdown` resolves: their connections feed the same gRPC server, so a host is one host
+/// whichever address it reaches. With no listener it returns at once.
+pub async fn serve_all<S: FindingSink>(
+    listeners: Vec<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    service: LinkService<S>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let server = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service.into_server());
     match tls {
-        None => server
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
-            .map_err(ServeError::Transport),
+        None => {
+            let incoming = select_all(listeners.into_iter().map(TcpListenerStream::new));
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(ServeError::Transport)
+        }
         Some(config) => {
             let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
-            let acceptor = tokio::spawn(accept_tls(listener, TlsAcceptor::from(config), tx));
+            let acceptor = TlsAcceptor::from(config);
+            let acceptors: Vec<_> = listeners
+                .into_iter()
+                .map(|listener| tokio::spawn(accept_tls(listener, acceptor.clone(), tx.clone())))
+                .collect();
+            // Only the acceptors hold senders: the stream ends if they all stop.
+            drop(tx);
             let served = server
                 .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
                 .await
                 .map_err(ServeError::Transport);
-            acceptor.abort();
+            for acceptor in acceptors {
+                acceptor.abort();
+            }
             served
         }
     }
