@@ -326,3 +326,62 @@ async fn a_slow_receiver_loses_nothing() {
     }
     assert_eq!(tailer.dropped(), 0);
 }
+
+/// `gatemend-agent tail` as an operator runs it: the old content with --from-start, then a
+/// line written later, each classified and with its path.
+#[test]
+fn the_tail_command_prints_each_line_classified_with_its_path() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("error.log");
+    let later = dir.path().join("later.log");
+    std::fs::write(
+        &log,
+        "2026/11/21 03:15:03 [notice] 1#1: signal process started\n",
+    )
+    .unwrap();
+    // Killed when the test ends, passed or failed: `tail` runs until interrupted.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatemend-agent"))
+        .arg("tail")
+        .arg(&log)
+        .arg(&later)
+        .arg("--from-start")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("a line from gatemend-agent tail");
+        serde_json::from_str(&line).unwrap()
+    };
+    let first = next();
+    assert_eq!(first["path"], log.to_str().unwrap());
+    assert_eq!(first["cause"], "none");
+
+    let crit = "2026/11/21 03:15:03 [crit] 812#812: *7 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 10.77.1.1, server: _, request: \"GET /index.php HTTP/1.0\", upstream: \"fastcgi://unix:/run/php/php8.2-fpm.sock:\", host: \"10.77.1.2\"\n";
+    write(&mut append(&later), crit);
+    let second = next();
+    assert_eq!(second["path"], later.to_str().unwrap());
+    assert_eq!(second["cause"], "upstream_socket_missing");
+    assert_eq!(second["upstream"], "unix:/run/php/php8.2-fpm.sock");
+}
