@@ -168,6 +168,10 @@ fn an_action_past_its_deadline_is_timed_out_with_the_steps_done_so_far() {
     assert_eq!(acted.code, 1, "{acted}");
     assert_eq!(acted.status(), "timed_out", "{acted}");
     assert!(acted.message().contains("1500 ms"), "{acted}");
-    assert_eq!(acted.step_names(), ["precheck"], "{acted}");
+    // The step under way is reported with what it had done: the job it queued.
+    assert_eq!(acted.step_names(), ["precheck", "do"], "{acted}");
+    let done = acted.step("do");
+    assert!(done.contains("StartUnit(\"gatemend-broken-slow.service\", \"replace\") -> /org/freedesktop/systemd1/job/"), "{acted}");
+    assert!(done.contains("the deadline of 1500 ms passed"), "{acted}");
     assert_eq!(prop(host, unit, "ActiveState"), "activating");
 }

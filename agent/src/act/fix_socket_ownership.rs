@@ -441,6 +441,7 @@ fn change(fd: &OwnedFd, plan: &SocketPlan) -> Result<(), ActError> {
 async fn verify(plan: &SocketPlan, rec: &Recorder) -> (ActionStatus, String) {
     let path = &plan.path;
     let started = Instant::now();
+    rec.begin("verify");
     let until = started + Duration::from_millis(plan.verify_timeout_ms);
     let mut out = Vec::new();
     let fail = |out: &mut Vec<String>, why: String| {

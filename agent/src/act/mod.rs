@@ -261,32 +261,73 @@ fn check_socket_path(path: &str) -> Result<(), Refusal> {
 }
 
 /// The steps of one action, shared with its deadline so the steps done before a timeout are
-/// still reported.
+/// still reported, and the one in progress with what it had noted so far.
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<StdMutex<Vec<ActionStep>>>);
+pub struct Recorder(Arc<StdMutex<Steps>>);
+
+#[derive(Debug, Default)]
+struct Steps {
+    done: Vec<ActionStep>,
+    /// The step under way: its name, start and the lines it has noted.
+    current: Option<(String, Instant, Vec<String>)>,
+}
+
+fn finished(name: &str, started: Instant, ok: bool, output: String) -> ActionStep {
+    ActionStep {
+        name: name.to_owned(),
+        ok,
+        duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+        output,
+    }
+}
 
 impl Recorder {
+    fn with<T>(&self, f: impl FnOnce(&mut Steps) -> T) -> T {
+        f(&mut self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// A step starts now; [`Recorder::note`] adds to it until [`Recorder::record`] ends it.
+    pub fn begin(&self, name: &str) {
+        self.with(|s| s.current = Some((name.to_owned(), Instant::now(), Vec::new())));
+    }
+
+    /// A line of the step under way (a D-Bus call and its answer), kept if the deadline
+    /// interrupts it.
+    pub fn note(&self, line: impl Into<String>) {
+        self.with(|s| {
+            if let Some((_, _, lines)) = &mut s.current {
+                lines.push(line.into());
+            }
+        });
+    }
+
     /// Records a step that started at `started` and ends now.
     pub fn record(&self, name: &str, started: Instant, ok: bool, output: impl Into<String>) {
-        let step = ActionStep {
-            name: name.to_owned(),
-            ok,
-            duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-            output: output.into(),
-        };
+        let step = finished(name, started, ok, output.into());
         tracing::debug!(step = %step.name, ok = step.ok, duration_ms = step.duration_ms, "Action step.");
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(step);
+        self.with(|s| {
+            s.current = None;
+            s.done.push(step);
+        });
+    }
+
+    /// Ends the step under way, if any, as failed: the deadline passed during it.
+    fn interrupt(&self, why: &str) {
+        self.with(|s| {
+            if let Some((name, started, mut lines)) = s.current.take() {
+                lines.push(why.to_owned());
+                s.done
+                    .push(finished(&name, started, false, lines.join("\n")));
+            }
+        });
     }
 
     /// Every step so far.
     pub fn steps(&self) -> Vec<ActionStep> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.with(|s| s.done.clone())
     }
 
     fn outcome(&self, status: ActionStatus, message: impl Into<String>) -> Outcome {
@@ -297,7 +338,6 @@ impl Recorder {
         }
     }
 }
-
 /// Carries the plan out: precheck, do, verify, each recorded in `rec`. Returns how it ended.
 pub async fn apply(plan: &Plan, settings: &Settings, rec: &Recorder) -> Outcome {
     let (status, message) = match plan {
@@ -338,13 +378,14 @@ impl Actions {
         let outcome =
             match tokio::time::timeout(ours, self.run_inner(request.clone(), rec.clone())).await {
                 Ok(outcome) => outcome,
-                Err(_) => rec.outcome(
-                    ActionStatus::TimedOut,
-                    format!(
+                Err(_) => {
+                    let why = format!(
                         "the deadline of {} ms passed; the steps done so far are recorded",
                         deadline.as_millis()
-                    ),
-                ),
+                    );
+                    rec.interrupt(&why);
+                    rec.outcome(ActionStatus::TimedOut, why)
+                }
             };
         tracing::info!(
             action = %request.action_id,

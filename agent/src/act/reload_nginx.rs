@@ -183,6 +183,8 @@ pub async fn apply(
         }
     };
     let old_workers = children(master);
+    rec.begin("precheck");
+    rec.note(format!("$ {}", plan.test.join(" ")));
     let (ok, output) = match config_test(plan).await {
         Ok(result) => result,
         Err(e) => {
@@ -212,6 +214,7 @@ pub async fn apply(
     }
     let log_from = log_len(&plan.error_log);
     let started = Instant::now();
+    rec.begin("do");
     match reload(plan, master).await {
         Ok(text) => rec.record("do", started, true, text),
         Err(e) => {
@@ -303,6 +306,7 @@ async fn verify(
     rec: &Recorder,
 ) -> (ActionStatus, String) {
     let started = Instant::now();
+    rec.begin("verify");
     let until = started + Duration::from_millis(plan.verify_timeout_ms);
     loop {
         let mut out = Vec::new();

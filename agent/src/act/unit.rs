@@ -210,8 +210,13 @@ pub(super) async fn apply(plan: &UnitPlan, verb: Verb, rec: &Recorder) -> (Actio
             return (ActionStatus::Failed, text);
         }
     };
-    let mut log = Vec::new();
-    let done = run_job(&systemd, unit, verb, &mut log).await;
+    rec.begin("do");
+    let mut noted = Log {
+        lines: Vec::new(),
+        rec,
+    };
+    let done = run_job(&systemd, unit, verb, &mut noted).await;
+    let mut log = noted.lines;
     let state = systemd.unit_state(unit).await;
     match done {
         Ok(true) => rec.record("do", started, true, log.join("\n")),
@@ -246,13 +251,26 @@ pub(super) async fn apply(plan: &UnitPlan, verb: Verb, rec: &Recorder) -> (Actio
     verify(plan, &systemd, rec).await
 }
 
+/// The do step's lines, noted in the recorder as they happen so a deadline keeps them.
+struct Log<'a> {
+    lines: Vec<String>,
+    rec: &'a Recorder,
+}
+
+impl Log<'_> {
+    fn push(&mut self, line: String) {
+        self.rec.note(line.clone());
+        self.lines.push(line);
+    }
+}
+
 /// Queues the job and waits for its JobRemoved; when the start limit was hit,
 /// resets it and starts it, once. `Ok(true)` when the (last) job's result is `done`.
 async fn run_job(
     systemd: &Systemd,
     unit: &str,
     verb: Verb,
-    log: &mut Vec<String>,
+    log: &mut Log<'_>,
 ) -> Result<bool, ActError> {
     let manager = systemd.manager().await?;
     let dbus = |call: String| move |source| ActError::Dbus { call, source };
@@ -301,7 +319,7 @@ async fn reset_and_start(
     manager: &ManagerProxy<'static>,
     removed: &mut crate::probe::systemd::JobRemovedStream,
     unit: &str,
-    log: &mut Vec<String>,
+    log: &mut Log<'_>,
 ) -> Result<bool, ActError> {
     let dbus = |call: String| move |source| ActError::Dbus { call, source };
     manager
@@ -344,6 +362,7 @@ pub(super) async fn wait_job(
 async fn verify(plan: &UnitPlan, systemd: &Systemd, rec: &Recorder) -> (ActionStatus, String) {
     let unit = &plan.unit;
     let started = Instant::now();
+    rec.begin("verify");
     let until = started + Duration::from_millis(plan.verify_timeout_ms);
     let mut out = Vec::new();
     let state = loop {
