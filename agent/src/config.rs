@@ -30,6 +30,46 @@ pub struct AgentConfig {
     /// What the actions may touch and how they run (`act/`); every field has a default.
     #[serde(default)]
     pub actions: ActionsConfig,
+    /// Which systemd unit serves an upstream, for upstreams diagnosis cannot trace by itself:
+    /// `"127.0.0.1:3000": backend.service` (the upstream as nginx's error log names it).
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// How the logs are watched and findings resolved; every field has a default.
+    #[serde(default)]
+    pub detect: DetectConfig,
+}
+
+/// The watching side of the agent (`detect/`, `diagnose/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Logs to tail besides the error logs `nginx -T` names and php-fpm's own.
+    #[serde(default)]
+    pub logs: Vec<PathBuf>,
+    /// Seconds a finding's lines must have stopped (with the probes healthy) before it is
+    /// resolved.
+    #[serde(default = "default_quiet_secs")]
+    pub quiet_secs: u64,
+    /// Seconds between two full probe snapshots (nginx -T, pools, units, sockets, listeners).
+    #[serde(default = "default_review_secs")]
+    pub review_secs: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            logs: Vec::new(),
+            quiet_secs: default_quiet_secs(),
+            review_secs: default_review_secs(),
+        }
+    }
+}
+
+fn default_quiet_secs() -> u64 {
+    10
+}
+fn default_review_secs() -> u64 {
+    5
 }
 
 /// The host's own limits on the actions: which units and sockets they may touch, where nginx

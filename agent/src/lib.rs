@@ -10,3 +10,4 @@ pub mod probe;
 
 pub mod config;
 pub mod link;
+pub mod pipeline;

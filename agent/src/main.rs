@@ -46,12 +46,53 @@ enum Command {
         #[arg(long)]
         from_start: bool,
     },
-    /// Run the agent: hold the link to the controller (findings, action requests, heartbeats).
+    /// Diagnose this host once: read nginx's and php-fpm's configuration, probe units, sockets
+    /// and listeners, read the recent tail of the logs, and print the findings open now — a
+    /// table, or with --json one JSON object per finding per line (the shape `gatemend policy
+    /// explain` reads). Exit 0 when healthy, 1 when findings exist, 2 on its own errors.
+    Diagnose(DiagnoseArgs),
+    /// Run the agent: watch the logs, diagnose, and hold the link to the controller (findings,
+    /// action requests, heartbeats).
     Run {
         /// The agent config (YAML), as in deploy/agent.example.yaml.
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct DiagnoseArgs {
+    /// One JSON object per finding per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The agent config: its host name, `units:` mapping and nginx binary.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The host name in finding ids, without --config (default: this machine's host name).
+    #[arg(long)]
+    host: Option<String>,
+    /// The nginx binary, without --config.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// How far back, in seconds, a log line still counts as a current problem.
+    #[arg(long, default_value_t = 900)]
+    window: u64,
+    /// More logs to read, besides nginx's and php-fpm's own.
+    #[arg(long = "log")]
+    logs: Vec<PathBuf>,
+    /// Which unit serves an upstream diagnosis cannot trace by itself, as
+    /// `UPSTREAM=UNIT` (`127.0.0.1:3000=backend.service`); adds to the config's `units:`.
+    #[arg(long = "unit", value_parser = upstream_unit)]
+    units: Vec<(String, String)>,
+}
+
+fn upstream_unit(text: &str) -> Result<(String, String), String> {
+    match text.rsplit_once('=') {
+        Some((upstream, unit)) if !upstream.is_empty() && !unit.is_empty() => {
+            Ok((upstream.to_owned(), unit.to_owned()))
+        }
+        _ => Err(format!("expected UPSTREAM=UNIT, got `{text}`")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,10 +138,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Read while the process has one thread: the logs write local time.
+    let utc_offset_secs =
+        time::UtcOffset::current_local_offset().map_or(0, |o| i64::from(o.whole_seconds()));
     if let Command::Act(args) = &cli.command {
         return act(args);
     }
-    match run(cli) {
+    if let Command::Diagnose(args) = &cli.command {
+        return match diagnose(args, utc_offset_secs) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("gatemend-agent: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli, utc_offset_secs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatemend-agent: {e:#}");
@@ -109,16 +162,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, utc_offset_secs: i64) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = gatemend_agent::config::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(gatemend_agent::link::run_agent(&config))?;
+            runtime.block_on(gatemend_agent::pipeline::run(&config, utc_offset_secs))?;
             Ok(())
         }
-        // main() answers `act` itself: its exit code is the outcome's.
-        Command::Act(_) => Ok(()),
+        // main() answers `act` and `diagnose` itself: their exit codes say what they found.
+        Command::Act(_) | Command::Diagnose(_) => Ok(()),
         Command::Tail { files, from_start } => match tail_files(files, from_start) {
             // A reader that stops early (`| head`) is not an error of ours.
             Err(e)
@@ -281,4 +334,84 @@ fn tail_files(files: Vec<PathBuf>, from_start: bool) -> anyhow::Result<()> {
         output.flush()?;
     }
     anyhow::bail!("the tailer stopped ({} lines lost)", tailer.dropped())
+}
+
+/// `gatemend-agent diagnose`: exit 0 healthy, 1 findings.
+fn diagnose(args: &DiagnoseArgs, utc_offset_secs: i64) -> anyhow::Result<ExitCode> {
+    use gatemend_agent::pipeline::{Settings, once};
+    let config = args
+        .config
+        .as_deref()
+        .map(gatemend_agent::config::load)
+        .transpose()?;
+    let mut settings = match &config {
+        Some(config) => Settings::from_config(config, utc_offset_secs),
+        None => {
+            let host = match &args.host {
+                Some(host) => host.clone(),
+                None => nix::unistd::gethostname()
+                    .context("reading this machine's host name (or pass --host)")?
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            Settings {
+                host,
+                sources: gatemend_agent::probe::snapshot::Sources {
+                    nginx: args.nginx.clone(),
+                    ..Default::default()
+                },
+                extra_logs: Vec::new(),
+                window: std::time::Duration::ZERO,
+                quiet: std::time::Duration::ZERO,
+                review: std::time::Duration::ZERO,
+                utc_offset_secs,
+            }
+        }
+    };
+    settings.window = std::time::Duration::from_secs(args.window);
+    settings.extra_logs.extend(args.logs.iter().cloned());
+    settings
+        .sources
+        .units_map
+        .extend(args.units.iter().cloned());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (probes, findings) = runtime.block_on(async {
+        let systemd = Systemd::system().await.ok();
+        once(&settings, systemd.as_ref()).await
+    });
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for f in &findings {
+            writeln!(out, "{}", serde_json::to_string(f)?)?;
+        }
+    } else if findings.is_empty() {
+        writeln!(out, "{}: healthy, no open finding.", settings.host)?;
+    } else {
+        writeln!(
+            out,
+            "{:<28} {:<22} {:<28} {:>7}  WHY",
+            "CAUSE", "ROOT CAUSE", "UNIT", "LINES"
+        )?;
+        for f in &findings {
+            writeln!(
+                out,
+                "{:<28} {:<22} {:<28} {:>7}  {}",
+                f.cause.to_string(),
+                f.root_cause.to_string(),
+                if f.unit.is_empty() { "-" } else { &f.unit },
+                f.count,
+                f.root_cause_detail
+            )?;
+        }
+    }
+    for e in &probes.errors {
+        eprintln!("gatemend-agent: probe: {e}");
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

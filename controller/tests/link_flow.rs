@@ -82,6 +82,8 @@ fn agent_config(dir: &std::path::Path, endpoint: &str) -> AgentConfig {
         },
         state_dir: dir.join("state"),
         actions: Default::default(),
+        units: Default::default(),
+        detect: Default::default(),
     }
 }
 

@@ -111,6 +111,8 @@ fn agent_config(dir: &Path, pki: &Path, addr: SocketAddr) -> AgentConfig {
         },
         state_dir: dir.join("state"),
         actions: Default::default(),
+        units: Default::default(),
+        detect: Default::default(),
     }
 }
 

@@ -44,16 +44,14 @@ impl Aggregator {
         }
     }
 
+    /// Whether a finding for this line's (cause, upstream) is open.
+    pub fn is_open(&self, line: &Classified<'_>) -> bool {
+        self.open.contains_key(&(line.cause, key(line)))
+    }
+
     /// One line (classified and diagnosed) seen at `at` (ms since the epoch).
     pub fn observe(&mut self, line: &Classified<'_>, raw: &[u8], d: &Diagnosis, at: i64) {
-        let key = line
-            .upstream
-            .as_deref()
-            .or(line.name.as_deref())
-            .or(line.pool.as_deref())
-            .or(line.config.as_deref())
-            .unwrap_or("")
-            .to_owned();
+        let key = key(line);
         let upstream = line.upstream.as_deref().unwrap_or("").to_owned();
         let host = &self.host;
         let open = self
@@ -145,6 +143,18 @@ impl Aggregator {
     pub fn open(&self) -> Vec<Finding> {
         self.open.values().map(snapshot).collect()
     }
+}
+
+/// What a finding is about besides its cause: the upstream, else the DNS name, the pool, the
+/// configuration file.
+fn key(line: &Classified<'_>) -> String {
+    line.upstream
+        .as_deref()
+        .or(line.name.as_deref())
+        .or(line.pool.as_deref())
+        .or(line.config.as_deref())
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn apply(f: &mut Finding, d: &Diagnosis) {

@@ -6,6 +6,7 @@ use gatemend_proto::{Cause, RootCause};
 
 use super::{Diagnosis, Probes, unit_for};
 use crate::detect::Classified;
+use crate::probe::nginx::Target;
 
 pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     let upstream = line.upstream.as_deref().unwrap_or("");
@@ -54,14 +55,13 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
         }
         Cause::UpstreamOverloaded => {
             let unit = unit_for(upstream, p).map(|(u, _)| u);
-            let max = super::target::Addr::parse(upstream)
-                .and_then(|a| match a {
-                    super::Addr::Unix(path) => super::target::pool_at(&p.pools, path),
-                    _ => None,
-                })
-                .and_then(|pool| pool.max_children)
-                .map(|m| format!(" (pm.max_children = {m})"))
-                .unwrap_or_default();
+            let max = match Target::from_log(upstream) {
+                Some(Target::Unix(path)) => super::target::pool_at(&p.pools, &path),
+                _ => None,
+            }
+            .and_then(|pool| pool.max_children)
+            .map(|m| format!(" (pm.max_children = {m})"))
+            .unwrap_or_default();
             Some(
                 Diagnosis::new(
                     RootCause::CapacityExhausted,

@@ -33,7 +33,7 @@ use gatemend_proto::{Cause, RootCause};
 
 pub use aggregate::{Aggregator, EVIDENCE_LINES};
 pub use finding::{Evidence, Finding, unix_ms};
-pub use target::{Addr, unit_for};
+pub use target::unit_for;
 
 use crate::detect::Classified;
 pub use crate::probe::snapshot::Probes;

@@ -4,9 +4,9 @@
 
 use gatemend_proto::{Cause, RootCause};
 
-use super::target::Addr;
 use super::{Diagnosis, Probes, unit_for};
 use crate::detect::Classified;
+use crate::probe::nginx::Target;
 use crate::probe::systemd::UnitState;
 
 /// The causes a stopped service produces.
@@ -25,8 +25,8 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     }
     let upstream = line.upstream.as_deref()?;
     // A group: the first server whose unit is down.
-    let candidates: Vec<String> = match Addr::parse(upstream)? {
-        Addr::Name(group) => p
+    let candidates: Vec<String> = match Target::from_log(upstream)? {
+        Target::Upstream(group) => p
             .nginx
             .as_ref()
             .and_then(|n| n.upstreams.iter().find(|u| u.name == group))

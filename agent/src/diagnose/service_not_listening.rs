@@ -3,9 +3,9 @@
 
 use gatemend_proto::{Cause, RootCause};
 
-use super::target::Addr;
 use super::{Diagnosis, Probes, unit_for};
 use crate::detect::Classified;
+use crate::probe::nginx::Target;
 
 pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     if !matches!(
@@ -20,20 +20,20 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     if super::service_down::is_down(state) {
         return None;
     }
-    let missing = match Addr::parse(upstream)? {
-        Addr::Unix(path) => match p.sockets.get(path) {
+    let missing = match Target::from_log(upstream)? {
+        Target::Unix(path) => match p.sockets.get(&path) {
             Some(sock) if sock.info.is_socket && sock.accepts => return None,
             Some(sock) if sock.info.is_socket => "the socket is there but refuses connections",
             Some(sock) if sock.info.exists => "the path is not a socket",
             _ => "the socket does not exist",
         },
-        Addr::Tcp { host, port } => {
-            if crate::probe::listeners::listening_on(&p.listeners, host, port).is_some() {
+        Target::Tcp { host, port } => {
+            if crate::probe::listeners::listening_on(&p.listeners, &host, port).is_some() {
                 return None;
             }
             "nothing listens on that port"
         }
-        Addr::Name(_) => return None,
+        Target::Upstream(_) | Target::Variable(_) => return None,
     };
     Some(
         Diagnosis::new(

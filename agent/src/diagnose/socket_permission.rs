@@ -4,9 +4,10 @@
 
 use gatemend_proto::{Cause, RootCause};
 
-use super::target::{Addr, pool_at};
+use super::target::pool_at;
 use super::{Diagnosis, Probes};
 use crate::detect::Classified;
+use crate::probe::nginx::Target;
 
 pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     if !matches!(
@@ -16,9 +17,10 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
         return None;
     }
     let upstream = line.upstream.as_deref()?;
-    let Addr::Unix(path) = Addr::parse(upstream)? else {
+    let Target::Unix(path) = Target::from_log(upstream)? else {
         return None;
     };
+    let path = path.as_path();
     let socket = p.sockets.get(path)?;
     if !socket.info.is_socket || socket.worker.allowed {
         return None;

@@ -4,9 +4,10 @@
 
 use gatemend_proto::{Cause, RootCause};
 
-use super::target::{Addr, pool_at};
+use super::target::pool_at;
 use super::{Diagnosis, Probes};
 use crate::detect::Classified;
+use crate::probe::nginx::Target;
 
 pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
     if !matches!(
@@ -25,9 +26,9 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
                 .map(|pass| format!(" ({} in {}:{})", pass.raw, pass.file.display(), pass.line))
         })
         .unwrap_or_default();
-    match Addr::parse(upstream)? {
-        Addr::Unix(path) => {
-            if pool_at(&p.pools, path).is_some() || p.units_map.contains_key(upstream) {
+    match Target::from_log(upstream)? {
+        Target::Unix(path) => {
+            if pool_at(&p.pools, &path).is_some() || p.units_map.contains_key(upstream) {
                 return None;
             }
             // A pool that listens on a socket that is there.
@@ -56,10 +57,10 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
                 .probe("service.listens", format!("unix:{at}")),
             )
         }
-        Addr::Tcp { host, port } => {
+        Target::Tcp { host, port } => {
             // Only with a unit named for this upstream: where does that unit listen instead?
             let unit = p.units_map.get(upstream)?;
-            if crate::probe::listeners::listening_on(&p.listeners, host, port).is_some() {
+            if crate::probe::listeners::listening_on(&p.listeners, &host, port).is_some() {
                 return None;
             }
             let elsewhere = p
@@ -79,6 +80,6 @@ pub(super) fn check(line: &Classified<'_>, p: &Probes) -> Option<Diagnosis> {
                 .probe("service.listens", elsewhere.addr.to_string()),
             )
         }
-        Addr::Name(_) => None,
+        Target::Upstream(_) | Target::Variable(_) => None,
     }
 }

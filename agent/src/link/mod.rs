@@ -465,23 +465,6 @@ impl Link {
     }
 }
 
-/// The `gatemend-agent run` loop: the link with the refuse-everything runner, until Ctrl-C or
-/// SIGTERM. The detector will fill the findings channel; until it exists nothing does, and the
-/// link carries heartbeats, action requests and whatever the outbox still holds.
-pub async fn run_agent(config: &AgentConfig) -> Result<(), LinkError> {
-    let actions = crate::act::Actions::new(crate::act::Settings::from_config(config));
-    let link = Link::open(config, Arc::new(actions))?;
-    let (_findings_tx, findings) = mpsc::channel(FINDINGS_QUEUE);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(LinkError::Signal)?;
-    tracing::info!(host = %config.host, endpoints = ?config.controller.endpoints, "Agent starting.");
-    tokio::select! {
-        result = link.run(findings) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = terminate.recv() => Ok(()),
-    }
-}
-
 fn envelope(host: &str, id: &str, outcome: Outcome) -> ActionResult {
     ActionResult {
         action_id: id.to_owned(),

@@ -128,6 +128,57 @@ pub fn read_pools(root: &Path) -> Result<Vec<Pool>, ProbeError> {
     Ok(pools)
 }
 
+/// The error log of every installed php-fpm version under `root`: `error_log =` in
+/// `etc/php/*/fpm/php-fpm.conf` (relative paths are under php-fpm's prefix, `/usr`), or the
+/// Debian default `/var/log/phpX.Y-fpm.log` when the file names none. Paths as the host sees
+/// them; `syslog` is skipped (nothing to tail).
+pub fn read_error_logs(root: &Path) -> Result<Vec<PathBuf>, ProbeError> {
+    let mut logs = Vec::new();
+    for version_dir in read_dir_sorted(&root.join("etc/php"))? {
+        let conf = version_dir.join("fpm/php-fpm.conf");
+        let Some(version) = version_dir
+            .file_name()
+            .map(|v| v.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        let text = match std::fs::read(&conf) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ProbeError::Read { path: conf, source }),
+        };
+        match error_log_of(&text) {
+            Some(log) if log == "syslog" => {}
+            Some(log) if log.starts_with('/') => logs.push(PathBuf::from(log)),
+            Some(log) => logs.push(Path::new("/usr").join(log)),
+            None => logs.push(PathBuf::from(format!("/var/log/php{version}-fpm.log"))),
+        }
+    }
+    Ok(logs)
+}
+
+/// `error_log = VALUE` of php-fpm's main file, the global section only.
+fn error_log_of(text: &str) -> Option<String> {
+    let mut global = true;
+    let mut found = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            global = section.trim() == "global";
+            continue;
+        }
+        if !global || line.starts_with(';') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim() == "error_log"
+        {
+            found = Some(unquote(value.trim()).to_owned());
+        }
+    }
+    found
+}
+
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ProbeError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -161,6 +212,41 @@ fn unquote(value: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_global_error_log_of_php_fpm_conf_is_found() {
+        let conf = "[global]\npid = /run/php/php8.2-fpm.pid\nerror_log = /var/log/php8.2-fpm.log\n\
+                    ;error_log = /tmp/x\n[www]\nerror_log = /ignored\n";
+        assert_eq!(
+            error_log_of(conf).as_deref(),
+            Some("/var/log/php8.2-fpm.log")
+        );
+        assert_eq!(
+            error_log_of("[global]\n;error_log = log/php-fpm.log\n"),
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let fpm = dir.path().join("etc/php/8.2/fpm");
+        std::fs::create_dir_all(&fpm).unwrap();
+        std::fs::write(
+            fpm.join("php-fpm.conf"),
+            "[global]\nerror_log = log/fpm.log\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/php/7.4/fpm")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/php/7.4/fpm/php-fpm.conf"),
+            "[global]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_error_logs(dir.path()).unwrap(),
+            [
+                PathBuf::from("/var/log/php7.4-fpm.log"),
+                PathBuf::from("/usr/log/fpm.log")
+            ]
+        );
+    }
+
     use super::*;
 
     /// Debian bookworm's shipped `/etc/php/8.2/fpm/pool.d/www.conf`, comments trimmed.

@@ -121,6 +121,28 @@ pub async fn take(
         Ok(pools) => p.pools = pools,
         Err(e) => p.errors.push(format!("php-fpm pools: {}", chain(&e))),
     }
+    read_state(&mut p, sources, systemd).await;
+    p
+}
+
+/// A quicker snapshot for the moment a new problem appears: the configuration (nginx -T, the
+/// pools) is taken from `previous`; what changes with a fault — units, sockets, listeners —
+/// is read again.
+pub async fn refresh(previous: &Probes, sources: &Sources, systemd: Option<&Systemd>) -> Probes {
+    let mut p = Probes {
+        nginx: previous.nginx.clone(),
+        nginx_error: previous.nginx_error.clone(),
+        pools: previous.pools.clone(),
+        units_map: previous.units_map.clone(),
+        remembered: previous.remembered.clone(),
+        ..Probes::default()
+    };
+    read_state(&mut p, sources, systemd).await;
+    p
+}
+
+/// Reads the listeners, the sockets and the units into `p`.
+async fn read_state(p: &mut Probes, sources: &Sources, systemd: Option<&Systemd>) {
     let proc = sources.proc.clone();
     match tokio::task::spawn_blocking(move || listeners::read(&proc)).await {
         Ok(Ok(listeners)) => p.listeners = listeners,
@@ -128,7 +150,7 @@ pub async fn take(
         Err(e) => p.errors.push(format!("listeners: {e}")),
     }
     let worker = p.worker_user();
-    for path in socket_paths(&p) {
+    for path in socket_paths(p) {
         match socket::inspect(&path) {
             Ok(info) => {
                 let worker = socket::may_connect(&info, &worker);
@@ -148,7 +170,7 @@ pub async fn take(
         }
     }
     if let Some(systemd) = systemd {
-        for unit in unit_names(&p) {
+        for unit in unit_names(p) {
             match systemd.unit_state(&unit).await {
                 Ok(state) => {
                     p.units.insert(unit, state);
@@ -160,7 +182,6 @@ pub async fn take(
         p.errors
             .push("systemd: the system bus is not reachable".to_owned());
     }
-    p
 }
 
 /// The unix sockets nginx points at and the pools listen on.

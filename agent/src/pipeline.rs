@@ -1,0 +1,307 @@
+//! The agent's stages wired together: logs (`detect::tail`) → `detect::classify` →
+//! `diagnose` against `probe::snapshot` → aggregated findings.
+//!
+//! - [`once`]: `gatemend-agent diagnose` — one snapshot, the recent tail of every log, the
+//!   findings that are still open.
+//! - [`watch`]: `gatemend-agent run` — tails the logs for ever and hands each new or changed
+//!   finding to the link. A new problem is sent at once (with probes re-read for it); updates
+//!   of a known one are batched once a second; every `review` interval the probes are read
+//!   again, findings re-diagnosed, and the ones quiet and healthy resolved.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gatemend_proto::Cause;
+use gatemend_proto::v1;
+use tokio::sync::mpsc;
+
+use std::sync::Arc;
+
+use crate::config::AgentConfig;
+use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
+use crate::diagnose::{self, Aggregator, Finding, Probes};
+use crate::link::{FINDINGS_QUEUE, Link, LinkError};
+use crate::probe::nginx::LogDestination;
+use crate::probe::php_fpm;
+use crate::probe::snapshot::{self, Sources};
+use crate::probe::systemd::Systemd;
+
+/// nginx's error log when its configuration names none.
+const NGINX_DEFAULT_ERROR_LOG: &str = "/var/log/nginx/error.log";
+/// nginx's prefix, for relative log paths.
+const NGINX_PREFIX: &str = "/usr/share/nginx";
+/// How much of each log's end `once` reads.
+const TAIL_BYTES: u64 = 1024 * 1024;
+/// Lines waiting between the tailer and the diagnosis loop.
+const LINE_QUEUE: usize = 4_096;
+/// Updates of known findings go out at most this often.
+const FLUSH: Duration = Duration::from_secs(1);
+/// Probes older than this are read again when a new problem appears.
+const FRESH: Duration = Duration::from_millis(200);
+
+/// What the pipeline needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This host's name, in finding ids.
+    pub host: String,
+    pub sources: Sources,
+    /// Logs to read besides the ones found in nginx's and php-fpm's configuration.
+    pub extra_logs: Vec<PathBuf>,
+    /// `once`: lines older than this are history, not a current problem.
+    pub window: Duration,
+    /// `watch`: how long a finding's lines must have stopped before it can resolve.
+    pub quiet: Duration,
+    /// `watch`: time between full snapshots.
+    pub review: Duration,
+    /// The host's offset from UTC in seconds (the logs write local time).
+    pub utc_offset_secs: i64,
+}
+
+/// Why the pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot tail the logs")]
+    Tail(#[source] DetectError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("cannot listen for SIGTERM")]
+    Signal(#[source] std::io::Error),
+}
+
+impl Settings {
+    /// The settings of `gatemend-agent run` from its config.
+    pub fn from_config(config: &AgentConfig, utc_offset_secs: i64) -> Settings {
+        Settings {
+            host: config.host.clone(),
+            sources: Sources {
+                nginx: config.actions.nginx_binary.clone(),
+                units_map: config.units.clone(),
+                ..Sources::default()
+            },
+            extra_logs: config.detect.logs.clone(),
+            window: Duration::from_secs(15 * 60),
+            quiet: Duration::from_secs(config.detect.quiet_secs),
+            review: Duration::from_secs(config.detect.review_secs),
+            utc_offset_secs,
+        }
+    }
+}
+
+/// `gatemend-agent run`: the link to the controller (with the host's actions) fed by [`watch`],
+/// until Ctrl-C or SIGTERM.
+pub async fn run(config: &AgentConfig, utc_offset_secs: i64) -> Result<(), PipelineError> {
+    let actions = crate::act::Actions::new(crate::act::Settings::from_config(config));
+    let link = Link::open(config, Arc::new(actions))?;
+    let (findings_tx, findings) = mpsc::channel(FINDINGS_QUEUE);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(PipelineError::Signal)?;
+    let systemd = match Systemd::system().await {
+        Ok(systemd) => Some(systemd),
+        Err(e) => {
+            tracing::warn!(error = %e, "No system bus: diagnosis runs without unit states.");
+            None
+        }
+    };
+    let settings = Settings::from_config(config, utc_offset_secs);
+    tracing::info!(host = %config.host, endpoints = ?config.controller.endpoints, "Agent starting.");
+    let detect = tokio::spawn(watch(settings, systemd, findings_tx));
+    tokio::select! {
+        result = link.run(findings) => result?,
+        result = detect => match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => tracing::error!(error = %e, "The watch task ended abnormally."),
+        },
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Every log worth reading: nginx's error logs from its configuration (or its default),
+/// php-fpm's, and the extra ones, without duplicates.
+pub fn log_paths(probes: &Probes, root: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let nginx_logs: Vec<PathBuf> = probes
+        .nginx
+        .iter()
+        .flat_map(|n| n.error_logs.iter())
+        .filter(|l| l.destination == LogDestination::File)
+        .map(|l| Path::new(NGINX_PREFIX).join(&l.path))
+        .collect();
+    if nginx_logs.is_empty() {
+        paths.push(PathBuf::from(NGINX_DEFAULT_ERROR_LOG));
+    }
+    paths.extend(nginx_logs);
+    paths.extend(php_fpm::read_error_logs(root).unwrap_or_default());
+    paths.extend(extra.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    paths.retain(|p| seen.insert(p.clone()));
+    paths
+}
+
+/// `gatemend-agent diagnose`: the findings open now, from the recent tail of the logs and one
+/// snapshot of the probes. A finding whose upstream the probes show mended is left out.
+pub async fn once(settings: &Settings, systemd: Option<&Systemd>) -> (Probes, Vec<Finding>) {
+    let probes = snapshot::take(&settings.sources, systemd, &BTreeMap::new()).await;
+    let now = now_ms();
+    let since = now.saturating_sub(ms(settings.window));
+    let mut agg = Aggregator::new(settings.host.clone(), settings.quiet);
+    for path in log_paths(&probes, &settings.sources.root, &settings.extra_logs) {
+        let Ok(text) = read_tail(&path, TAIL_BYTES) else {
+            continue;
+        };
+        for raw in text.split(|b| *b == b'\n') {
+            let line = classify(raw);
+            let Some(at) = line
+                .time
+                .map(|t| diagnose::unix_ms(t, settings.utc_offset_secs))
+            else {
+                continue;
+            };
+            if at < since {
+                continue;
+            }
+            if let Some(d) = diagnose::diagnose(&line, &probes) {
+                agg.observe(&line, raw, &d, at);
+            }
+        }
+    }
+    observe_nginx_test(&mut agg, &probes, now);
+    let open = agg
+        .open()
+        .into_iter()
+        .filter(|f| diagnose::healthy(f.cause, &f.upstream, &probes) != Some(true))
+        .collect();
+    (probes, open)
+}
+
+/// A configuration that fails `nginx -T` is a problem before anyone reloads it: its `[emerg]`
+/// lines are observed as log lines (once per finding, not once per snapshot).
+fn observe_nginx_test(agg: &mut Aggregator, probes: &Probes, now: i64) {
+    let Some(stderr) = &probes.nginx_error else {
+        return;
+    };
+    for raw in stderr.lines() {
+        let line = classify(raw.as_bytes());
+        if line.cause == Cause::None || agg.is_open(&line) {
+            continue;
+        }
+        if let Some(d) = diagnose::diagnose(&line, probes) {
+            agg.observe(&line, raw.as_bytes(), &d, now);
+        }
+    }
+}
+
+/// The end of a file, from the first complete line within the last `bytes`.
+fn read_tail(path: &Path, bytes: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(bytes);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.take(bytes).read_to_end(&mut buf)?;
+    if start > 0 {
+        // The first line is cut: skip to the first complete one.
+        let cut = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
+        buf.drain(..cut);
+    }
+    Ok(buf)
+}
+
+/// `gatemend-agent run`: watches for ever, sending each new or changed finding on `out`.
+/// Returns when `out` is closed.
+pub async fn watch(
+    settings: Settings,
+    systemd: Option<Systemd>,
+    out: mpsc::Sender<v1::Finding>,
+) -> Result<(), PipelineError> {
+    let systemd = systemd.as_ref();
+    let mut remembered = BTreeMap::new();
+    let mut probes = snapshot::take(&settings.sources, systemd, &remembered).await;
+    probes.remember_listeners(&mut remembered);
+    let paths = log_paths(&probes, &settings.sources.root, &settings.extra_logs);
+    tracing::info!(logs = ?paths, "Watching logs.");
+    let (lines_tx, mut lines) = mpsc::channel(LINE_QUEUE);
+    let tailer = Tailer::spawn(paths, StartAt::End, lines_tx).map_err(PipelineError::Tail)?;
+    let mut agg = Aggregator::new(settings.host.clone(), settings.quiet);
+    let mut probed_at = Instant::now();
+    let mut flush = tokio::time::interval(FLUSH);
+    let mut review = tokio::time::interval(settings.review.max(Duration::from_secs(1)));
+    loop {
+        let sent = tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { return Ok(()) };
+                let classified = classify(&line.bytes);
+                if classified.cause == Cause::None {
+                    continue;
+                }
+                let new = !agg.is_open(&classified);
+                if new && probed_at.elapsed() >= FRESH {
+                    // The state that explains a new problem is the state now.
+                    probes = snapshot::refresh(&probes, &settings.sources, systemd).await;
+                    probed_at = Instant::now();
+                }
+                if let Some(d) = diagnose::diagnose(&classified, &probes) {
+                    agg.observe(&classified, &line.bytes, &d, now_ms());
+                }
+                if new { send(&out, agg.changed()).await } else { true }
+            }
+            _ = flush.tick() => send(&out, agg.changed()).await,
+            _ = review.tick() => {
+                probes = snapshot::take(&settings.sources, systemd, &remembered).await;
+                probes.remember_listeners(&mut remembered);
+                probed_at = Instant::now();
+                observe_nginx_test(&mut agg, &probes, now_ms());
+                let reviewed = agg.review(
+                    now_ms(),
+                    |f| diagnose::diagnose(&as_line(f), &probes),
+                    |f| diagnose::healthy(f.cause, &f.upstream, &probes) != Some(false),
+                );
+                let dropped = tailer.dropped();
+                if dropped > 0 {
+                    tracing::warn!(dropped, "Log lines could not be delivered to diagnosis.");
+                }
+                send(&out, reviewed).await
+            }
+        };
+        if !sent {
+            return Ok(());
+        }
+    }
+}
+
+/// A finding as a line, for re-diagnosing it with new probes.
+fn as_line(f: &Finding) -> Classified<'_> {
+    Classified {
+        cause: f.cause,
+        upstream: (!f.upstream.is_empty()).then(|| f.upstream.as_str().into()),
+        ..Classified::none()
+    }
+}
+
+/// Sends findings to the link; false when the link is gone.
+async fn send(out: &mpsc::Sender<v1::Finding>, findings: Vec<Finding>) -> bool {
+    for f in findings {
+        tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, detail = %f.root_cause_detail, "Finding.");
+        if out.send(f.to_wire()).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
