@@ -1,0 +1,436 @@
+//! The link on the testbed: `gatemend-agent run` inside two real hosts, under each host's own
+//! systemd, reaches `gatemend-controller` on the outer machine over its veth with mutual TLS —
+//! the controller listens on both hosts' outer addresses, the agents verify the controller's
+//! certificate by that address, and the controller binds each stream to its certificate.
+//!
+//! The binaries must be built first: `cargo build --workspace --bins`.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
+
+/// Where the agent is inside a host.
+const AGENT: &str = "/opt/gatemend/bin/gatemend-agent";
+/// The transient unit the agent runs as inside a host.
+const UNIT: &str = "gatemend-agent";
+/// Where each host keeps its certificates and config.
+const PKI_INSIDE: &str = "/etc/gatemend/pki";
+const CONFIG_INSIDE: &str = "/etc/gatemend/agent.yaml";
+/// Long enough for a boot-time agent start, a TLS handshake and a few backoff rounds; the
+/// tests wait for events, they do not time them.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A scratch directory on the outer machine (PKI, controller log, findings log), removed at
+/// the end of a passing test and kept for a look after a failing one.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gatemend-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The controller process, killed when the test ends however it ends.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Controller {
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `matches` holds for some line of the log; returns that line.
+    #[track_caller]
+    fn wait_line(&self, what: &str, matches: impl Fn(&LogLine) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| matches(&LogLine::parse(l))) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; controller log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `matches` holds for at least `count` lines of the log.
+    #[track_caller]
+    fn wait_count(&self, what: &str, count: usize, matches: impl Fn(&LogLine) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.count(&matches) < count {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; controller log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many log lines match.
+    fn count(&self, matches: impl Fn(&LogLine) -> bool) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| matches(&LogLine::parse(l)))
+            .count()
+    }
+}
+
+/// One line of the controller's plain-text tracing output:
+/// `<time> <LEVEL> <target>: <message> key=value key=value`.
+struct LogLine<'a> {
+    text: &'a str,
+}
+
+impl<'a> LogLine<'a> {
+    fn parse(text: &'a str) -> Self {
+        Self { text }
+    }
+
+    fn says(&self, message: &str) -> bool {
+        self.text.contains(message)
+    }
+
+    /// A field's value (up to the next space; quoted strings are returned with their quotes
+    /// stripped up to the closing quote).
+    fn field(&self, key: &str) -> Option<&'a str> {
+        let needle = format!(" {key}=");
+        let start = self.text.find(&needle)? + needle.len();
+        let rest = &self.text[start..];
+        match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next(),
+            None => rest.split(' ').next(),
+        }
+    }
+
+    /// The peer field's IP address.
+    fn peer_ip(&self) -> Option<Ipv4Addr> {
+        let peer: SocketAddr = self.field("peer")?.parse().ok()?;
+        match peer.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+}
+
+fn gatemend(args: &[&str]) {
+    let status = Command::new(binaries::path("gatemend").unwrap())
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "gatemend {args:?} failed");
+}
+
+/// A port free on every address at once (held while it is checked on the others).
+fn free_port(addrs: &[Ipv4Addr]) -> u16 {
+    for _ in 0..20 {
+        let first = TcpListener::bind((addrs[0], 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        let rest: Result<Vec<_>, _> = addrs[1..]
+            .iter()
+            .map(|a| TcpListener::bind((*a, port)))
+            .collect();
+        if rest.is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on all of {addrs:?}");
+}
+
+/// `count` hosts with the freshly built agent mounted at [`AGENT`].
+fn boot(count: usize) -> Fleet {
+    let agent = binaries::path("gatemend-agent")
+        .unwrap_or_else(|e| panic!("{e} (run `cargo build --workspace --bins` first)"));
+    let spec = HostSpec::default().bind_ro(agent, AGENT);
+    match Fleet::boot(count, &spec) {
+        Ok(fleet) => fleet,
+        Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
+    }
+}
+
+/// `gatemend pki init` with the controller valid for every host's outer address, and one
+/// agent certificate per host, named as the host.
+fn make_pki(dir: &Path, hosts: &[Host]) {
+    let dir_s = dir.to_str().unwrap();
+    let mut init = vec!["pki", "init", dir_s];
+    let sans: Vec<String> = hosts.iter().map(|h| h.outer_addr().to_string()).collect();
+    for san in &sans {
+        init.extend(["--san", san.as_str()]);
+    }
+    gatemend(&init);
+    for host in hosts {
+        gatemend(&["pki", "issue", "--host", &host.name(), dir_s]);
+    }
+}
+
+/// Copies the CA and the certificate and key issued for `cert_of` into `host`.
+fn install_cert(host: &Host, pki: &Path, cert_of: &str) {
+    host.sh(&format!("mkdir -p {PKI_INSIDE}")).unwrap();
+    let ca = fs::read_to_string(pki.join("ca.pem")).unwrap();
+    host.write(&format!("{PKI_INSIDE}/ca.pem"), &ca).unwrap();
+    for ext in ["pem", "key"] {
+        let text = fs::read_to_string(pki.join("hosts").join(format!("{cert_of}.{ext}"))).unwrap();
+        host.write(&format!("{PKI_INSIDE}/{cert_of}.{ext}"), &text)
+            .unwrap();
+    }
+    host.sh(&format!("chmod 600 {PKI_INSIDE}/*.key")).unwrap();
+}
+
+/// The agent's config inside `host`: its own name in Hello, the certificate issued for
+/// `cert_of`, and the controller at the host's outer veth address (also the TLS server name,
+/// so the controller's certificate is checked for that address).
+fn write_config(host: &Host, port: u16, cert_of: &str) {
+    let outer = host.outer_addr();
+    let config = format!(
+        "host: {name}
+controller:
+  endpoints: [\"https://{outer}:{port}\"]
+  tls:
+    ca: {PKI_INSIDE}/ca.pem
+    cert: {PKI_INSIDE}/{cert_of}.pem
+    key: {PKI_INSIDE}/{cert_of}.key
+    server_name: \"{outer}\"
+  heartbeat_secs: 1
+  backoff_initial_ms: 200
+  backoff_max_ms: 2000
+outbox: {{dir: /var/lib/gatemend/outbox}}
+state_dir: /var/lib/gatemend/state
+",
+        name = host.name()
+    );
+    host.sh("mkdir -p /etc/gatemend").unwrap();
+    host.write(CONFIG_INSIDE, &config).unwrap();
+}
+
+/// Starts the agent as a transient unit under the host's own systemd.
+fn start_agent(host: &Host) {
+    host.exec(&[
+        "systemd-run",
+        &format!("--unit={UNIT}"),
+        "--collect",
+        "--setenv=RUST_LOG=info",
+        AGENT,
+        "run",
+        "--config",
+        CONFIG_INSIDE,
+    ])
+    .unwrap();
+}
+
+fn stop_agent(host: &Host) {
+    host.exec(&["systemctl", "stop", UNIT]).unwrap();
+}
+
+/// The agent's journal inside `host`, for failure messages.
+fn agent_journal(host: &Host) -> String {
+    host.output(&["journalctl", "--no-pager", "-o", "cat", "-u", UNIT])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn start_controller(scratch: &Path, pki: &Path, listen: &[SocketAddr]) -> Controller {
+    let log = scratch.join("controller.log");
+    let stderr = fs::File::create(&log).unwrap();
+    let mut command = Command::new(binaries::path("gatemend-controller").unwrap());
+    for addr in listen {
+        command.arg("--listen").arg(addr.to_string());
+    }
+    let child = command
+        .arg("--tls-dir")
+        .arg(pki)
+        .arg("--findings-log")
+        .arg(scratch.join("findings.jsonl"))
+        .args(["--heartbeat-timeout", "10"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let controller = Controller { child, log };
+    for addr in listen {
+        let want = addr.to_string();
+        controller.wait_line(&format!("the controller to listen on {addr}"), |l| {
+            l.says("Listening for agents.") && l.field("listen") == Some(want.as_str())
+        });
+    }
+    controller
+}
+
+fn connected(host: &Host) -> impl Fn(&LogLine) -> bool {
+    let name = host.name();
+    let veth = host.host_addr();
+    move |l| {
+        l.says("Agent connected.")
+            && l.field("host") == Some(name.as_str())
+            && l.peer_ip() == Some(veth)
+    }
+}
+
+#[test]
+fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
+    let scratch = Scratch::new("link-testbed");
+    let fleet = boot(2);
+    let [gm_a, gm_b] = fleet.hosts() else {
+        panic!("expected two hosts")
+    };
+    let pki = scratch.0.join("pki");
+    make_pki(&pki, fleet.hosts());
+    let port = free_port(&[gm_a.outer_addr(), gm_b.outer_addr()]);
+    let listen: Vec<SocketAddr> = fleet
+        .hosts()
+        .iter()
+        .map(|h| SocketAddr::from((h.outer_addr(), port)))
+        .collect();
+    let controller = start_controller(&scratch.0, &pki, &listen);
+
+    for host in fleet.hosts() {
+        install_cert(host, &pki, &host.name());
+        write_config(host, port, &host.name());
+        start_agent(host);
+    }
+    // Each host arrives from its own veth address with its own certificate's name.
+    for host in fleet.hosts() {
+        let line = controller.wait_line(
+            &format!(
+                "{} to connect from {} (agent journal:\n{})",
+                host.name(),
+                host.host_addr(),
+                agent_journal(host)
+            ),
+            connected(host),
+        );
+        eprintln!("{line}");
+    }
+
+    // An agent stopped by its host's systemd: its stream ends and the controller says so.
+    stop_agent(gm_a);
+    let a_name = gm_a.name();
+    controller.wait_line(&format!("{a_name} to go offline"), |l| {
+        l.says("Agent offline.") && l.field("host") == Some(a_name.as_str())
+    });
+
+    // gm_b's agent with gm_a's certificate, over gm_b's own veth: the handshake succeeds (the
+    // certificate is the CA's), but the Hello for gm_b is refused for gm_a's certificate.
+    stop_agent(gm_b);
+    let b_name = gm_b.name();
+    controller.wait_line(&format!("{b_name} to go offline"), |l| {
+        l.says("Agent offline.") && l.field("host") == Some(b_name.as_str())
+    });
+    install_cert(gm_b, &pki, &a_name);
+    write_config(gm_b, port, &a_name);
+    start_agent(gm_b);
+    let b_veth = gm_b.host_addr();
+    let refused = controller.wait_line(
+        &format!("{b_name}'s stream with {a_name}'s certificate to be refused"),
+        |l| {
+            l.says("Refused an agent stream.")
+                && l.peer_ip() == Some(b_veth)
+                && l.field("code") == Some("PermissionDenied")
+        },
+    );
+    assert!(
+        refused.contains(&format!("`{b_name}` does not match the client certificate")),
+        "{refused}"
+    );
+    eprintln!("{refused}");
+    // The agent keeps retrying with backoff; none of its attempts is let in.
+    controller.wait_count(&format!("{b_name} to be refused again"), 2, |l| {
+        l.says("Refused an agent stream.") && l.peer_ip() == Some(b_veth)
+    });
+    stop_agent(gm_b);
+    assert_eq!(
+        controller.count(connected(gm_b)),
+        1,
+        "{b_name} connected with {a_name}'s certificate:\n{}",
+        controller.log()
+    );
+    assert_eq!(
+        controller.count(|l| l.says("Agent connected.") && l.peer_ip() == Some(b_veth)),
+        1,
+        "a stream from {b_veth} was let in as another host:\n{}",
+        controller.log()
+    );
+    drop(controller);
+}
+
+/// A 502 inside a host reaches the controller's findings log over the veth: php-fpm stopped,
+/// `GET /index.php` from outside, the agent tails nginx's error log, and the controller stores
+/// the finding under the host's name.
+#[test]
+fn a_502_inside_a_host_reaches_the_controllers_findings_log() {
+    let scratch = Scratch::new("link-testbed-finding");
+    let fleet = boot(1);
+    let host = &fleet.hosts()[0];
+    let pki = scratch.0.join("pki");
+    make_pki(&pki, fleet.hosts());
+    let port = free_port(&[host.outer_addr()]);
+    let listen = [SocketAddr::from((host.outer_addr(), port))];
+    let controller = start_controller(&scratch.0, &pki, &listen);
+    install_cert(host, &pki, &host.name());
+    write_config(host, port, &host.name());
+    start_agent(host);
+    controller.wait_line(&format!("{} to connect", host.name()), connected(host));
+
+    host.exec(&["systemctl", "stop", "php8.2-fpm.service"])
+        .unwrap();
+    let page = SocketAddr::from((host.host_addr(), 80));
+    let findings = scratch.0.join("findings.jsonl");
+    let name = host.name();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        // One request per round: the agent sees a 502 whenever it starts tailing.
+        let response = http::get(page, "/index.php").unwrap();
+        assert_eq!(response.status, 502, "{}", response.body);
+        let stored = fs::read_to_string(&findings).unwrap_or_default();
+        let mine = stored
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["kind"] == "finding" && v["host"] == name.as_str());
+        if let Some(finding) = mine {
+            // The diagnosis names what is down, whatever words it uses around it.
+            let summary = finding["summary"].as_str().unwrap_or_default();
+            assert!(summary.contains("php8.2-fpm"), "{finding}");
+            eprintln!("{summary}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no finding from {name} reached the controller; findings log:\n{stored}\n\
+             controller log:\n{}\nagent journal:\n{}",
+            controller.log(),
+            agent_journal(host)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
