@@ -23,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-/// The issue asks for a 60 s outage; 3 s exercises the same path (the agent's backoff is capped
-/// at 1 s here) without making the suite a minute slower.
-const RESTART_DELAY: Duration = Duration::from_secs(3);
+/// The outage the issue asks for: the controller stays dead this long while the agent keeps
+/// producing findings (into its outbox) and keeps retrying (its backoff is capped at 1 s here).
+const RESTART_DELAY: Duration = Duration::from_secs(60);
 
 fn gatemend(args: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_gatemend"))
@@ -147,7 +147,8 @@ async fn every_finding_arrives_exactly_once_across_a_controller_kill_9() {
     let (tx, rx) = mpsc::channel(1_024);
     tokio::spawn(link.run(rx));
 
-    // 40 findings, each re-sent with 10 revisions: 400 distinct (id, revision) over ~4 s.
+    // 40 findings, each re-sent with 10 revisions: 400 distinct (id, revision) over ~20 s,
+    // most of them while the controller is dead.
     const TOTAL: u64 = 400;
     let producer = tokio::spawn(async move {
         for i in 0..TOTAL {
@@ -160,7 +161,7 @@ async fn every_finding_arrives_exactly_once_across_a_controller_kill_9() {
                 ..Default::default()
             };
             tx.send(finding).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tx
     });
@@ -172,7 +173,7 @@ async fn every_finding_arrives_exactly_once_across_a_controller_kill_9() {
     let _ctl = controller(addr, &pki_dir, &store, &stderr);
 
     let _tx = producer.await.unwrap();
-    wait_for("the outbox to drain", Duration::from_secs(60), || {
+    wait_for("the outbox to drain", Duration::from_secs(120), || {
         stats.pending.load(Ordering::Relaxed) == 0 && stats.acked.load(Ordering::Relaxed) >= TOTAL
     })
     .await;
