@@ -13,6 +13,9 @@ fi
 #   iproute2, util-linux: their veth links, nsenter, setpriv
 #   gcc, libc6-dev: crates that compile C (ring)
 packages=(systemd-container debootstrap iproute2 util-linux gcc libc6-dev)
+#   postgresql: the audit log's PostgreSQL backend, tested against a real server that the
+#   tests (controller/tests/audit_postgres.rs) initdb and start themselves (issue 7)
+packages+=(postgresql)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

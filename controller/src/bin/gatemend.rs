@@ -24,6 +24,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::PolicyCommand,
     },
+    /// Verify, list, show and export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +40,16 @@ fn main() -> ExitCode {
         Command::Policy { command } => cli::policy::run(command)
             .map(|valid| {
                 if valid {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
+            .map_err(Into::into),
+        // A broken chain (verify) or a missing record (show) exits 1; failing to run exits 2.
+        Command::Audit { command } => cli::audit::run(command)
+            .map(|ok| {
+                if ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)

@@ -1,4 +1,5 @@
 //! The `gatemend` operator CLI's subcommands, one file each.
 
+pub mod audit;
 pub mod pki;
 pub mod policy;
