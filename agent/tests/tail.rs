@@ -223,6 +223,27 @@ async fn a_log_whose_directory_does_not_exist_yet_is_read_once_both_appear() {
 }
 
 #[tokio::test]
+async fn a_log_directory_deleted_and_recreated_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("nginx");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("error.log");
+    let mut w = append(&log);
+    let (_tailer, mut rx) = start(&[&log], StartAt::End);
+    write(&mut w, "before\n");
+    assert_eq!(next_text(&mut rx).await, "before");
+    drop(w);
+    std::fs::remove_dir_all(&logs).unwrap();
+    std::fs::create_dir(&logs).unwrap();
+    let mut w = append(&log);
+    write(&mut w, "after\n");
+    assert_eq!(next_text(&mut rx).await, "after");
+    // The new directory is watched itself, not only found by the first event in it.
+    write(&mut w, "and on\n");
+    assert_eq!(next_text(&mut rx).await, "and on");
+}
+
+#[tokio::test]
 async fn many_logs_in_several_directories_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();

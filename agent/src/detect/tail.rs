@@ -27,7 +27,7 @@
 //! go out on the caller's bounded channel; when it is full the tailer waits (nothing is dropped
 //! for speed), and lines it can no longer deliver because the receiver is gone are counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -38,6 +38,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use notify::event::ModifyKind;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::Sender;
 use tracing::{debug, info, warn};
@@ -136,10 +137,26 @@ impl Tailer {
         // One slot: a pending wake-up already means "look at everything".
         let (wake, woken) = sync_channel::<()>(1);
         let waker = wake.clone();
+        let rewatch = Arc::new(AtomicBool::new(false));
+        let rewatch_flag = Arc::clone(&rewatch);
+        let interest = Interest::new(&files);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match &event {
                 // Opens and reads (ours included) change nothing worth reading.
                 Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
+                // Other files beside the logs' directories (syslog in /var/log).
+                Ok(event) if !interest.concerns(event) => return,
+                // notify keys its watches by path: when it sees a watched path deleted or moved
+                // (even the old directory of a name we have since watched again) it drops the
+                // watch under that name. Put them all back after this event is handled.
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                    ) =>
+                {
+                    rewatch_flag.store(true, Ordering::Relaxed);
+                }
                 Ok(_) => {}
                 Err(error) => debug!(%error, "inotify reported an error; rechecking every log"),
             }
@@ -153,6 +170,7 @@ impl Tailer {
             files,
             watcher,
             watched: HashMap::new(),
+            rewatch,
             scratch: vec![0; READ_CHUNK],
         };
         state.ensure_watches()?;
@@ -212,6 +230,8 @@ struct State {
     /// Watched directory -> its (device, inode) when the watch was added: a directory deleted
     /// and recreated under the same name needs a new watch.
     watched: HashMap<PathBuf, FileId>,
+    /// Set by the callback when notify may have dropped a watch (see there).
+    rewatch: Arc<AtomicBool>,
     scratch: Vec<u8>,
 }
 
@@ -274,10 +294,24 @@ impl State {
         let mut desired: HashMap<PathBuf, (FileId, &Path)> = HashMap::new();
         for file in &self.files {
             if let Some((dir, id)) = nearest_existing_dir(&file.path) {
+                // Its parent too: the directory's own deletion can race the watch being added
+                // (a watch put on a directory being removed never reports anything); the
+                // parent reports it, and the new directory's creation, either way.
+                if let Some(parent) = dir.parent()
+                    && let Ok(meta) = std::fs::metadata(parent)
+                {
+                    desired
+                        .entry(parent.to_path_buf())
+                        .or_insert((file_id(&meta), &file.path));
+                }
                 desired.entry(dir).or_insert((id, &file.path));
             }
         }
         let mut changed = false;
+        if self.rewatch.swap(false, Ordering::Relaxed) {
+            // Adding a watch that still exists is harmless (inotify returns the same one).
+            self.watched.clear();
+        }
         let stale: Vec<PathBuf> = self
             .watched
             .iter()
@@ -299,8 +333,17 @@ impl State {
             }
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    debug!(dir = %dir.display(), "Watching a log directory.");
-                    self.watched.insert(dir, id);
+                    // A directory deleted while the watch was being added leaves a watch on a
+                    // dead inode that will never report anything: look again until the
+                    // directory watched is the one the name still has.
+                    let now = std::fs::metadata(&dir)
+                        .ok()
+                        .filter(|meta| meta.is_dir())
+                        .map(|meta| file_id(&meta));
+                    if now == Some(id) {
+                        debug!(dir = %dir.display(), "Watching a log directory.");
+                        self.watched.insert(dir, id);
+                    }
                     changed = true;
                 }
                 Err(source) => {
@@ -316,6 +359,46 @@ impl State {
             Some(error) => Err(error),
             None => Ok(changed),
         }
+    }
+}
+
+/// The paths whose events matter: the logs, anything in their directories (a rotated
+/// `access.log.1` still being written), and the directories on the way to them (created,
+/// deleted, renamed). Fixed at spawn, read by notify's callback.
+struct Interest {
+    logs: HashSet<PathBuf>,
+    dirs: HashSet<PathBuf>,
+    chain: HashSet<PathBuf>,
+}
+
+impl Interest {
+    fn new(files: &[Tailed]) -> Interest {
+        let mut interest = Interest {
+            logs: HashSet::new(),
+            dirs: HashSet::new(),
+            chain: HashSet::new(),
+        };
+        for file in files {
+            interest.logs.insert(file.path.clone());
+            if let Some(dir) = file.path.parent() {
+                interest.dirs.insert(dir.to_path_buf());
+                interest
+                    .chain
+                    .extend(dir.ancestors().map(Path::to_path_buf));
+            }
+        }
+        interest
+    }
+
+    fn concerns(&self, event: &notify::Event) -> bool {
+        // No path (a queue overflow, a rescan): anything may have changed.
+        event.paths.is_empty()
+            || event.need_rescan()
+            || event.paths.iter().any(|path| {
+                self.logs.contains(path)
+                    || self.chain.contains(path)
+                    || path.parent().is_some_and(|dir| self.dirs.contains(dir))
+            })
     }
 }
 
