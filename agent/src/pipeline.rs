@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use crate::config::AgentConfig;
+use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
 use crate::diagnose::{self, Aggregator, Finding, Probes};
 use crate::link::{FINDINGS_QUEUE, Link, LinkError};
@@ -40,6 +41,8 @@ const LINE_QUEUE: usize = 4_096;
 const FLUSH: Duration = Duration::from_secs(1);
 /// Probes older than this are read again when a new problem appears.
 const FRESH: Duration = Duration::from_millis(200);
+/// The window of the access logs' 502/504 rates that findings carry as evidence.
+const RATE_WINDOW_SECS: u64 = 60;
 
 /// What the pipeline needs to know.
 #[derive(Debug, Clone)]
@@ -142,6 +145,33 @@ pub fn log_paths(probes: &Probes, root: &Path, extra: &[PathBuf]) -> Vec<PathBuf
     paths
 }
 
+/// The access logs nginx writes to files, each with its compiled `log_format` (a format that
+/// cannot count 502s is logged and skipped).
+pub fn access_logs(probes: &Probes) -> BTreeMap<PathBuf, LogFormat> {
+    let mut logs = BTreeMap::new();
+    let Some(nginx) = &probes.nginx else {
+        return logs;
+    };
+    for log in &nginx.access_logs {
+        if log.destination != LogDestination::File {
+            continue;
+        }
+        let text = nginx
+            .log_formats
+            .get(&log.format)
+            .map_or(log.format.as_str(), String::as_str);
+        match LogFormat::compile(text) {
+            Ok(format) => {
+                logs.insert(Path::new(NGINX_PREFIX).join(&log.path), format);
+            }
+            Err(e) => {
+                tracing::warn!(log = %log.path, format = %log.format, error = %e, "Access log not counted.");
+            }
+        }
+    }
+    logs
+}
+
 /// `gatemend-agent diagnose`: the findings open now, from the recent tail of the logs and one
 /// snapshot of the probes. A finding whose upstream the probes show mended is left out.
 pub async fn once(settings: &Settings, systemd: Option<&Systemd>) -> (Probes, Vec<Finding>) {
@@ -225,7 +255,10 @@ pub async fn watch(
     let mut remembered = BTreeMap::new();
     let mut probes = snapshot::take(&settings.sources, systemd, &remembered).await;
     probes.remember_listeners(&mut remembered);
-    let paths = log_paths(&probes, &settings.sources.root, &settings.extra_logs);
+    let access = access_logs(&probes);
+    let mut rates = AccessRates::new(RATE_WINDOW_SECS);
+    let mut paths = log_paths(&probes, &settings.sources.root, &settings.extra_logs);
+    paths.extend(access.keys().cloned());
     tracing::info!(logs = ?paths, "Watching logs.");
     let (lines_tx, mut lines) = mpsc::channel(LINE_QUEUE);
     let tailer = Tailer::spawn(paths, StartAt::End, lines_tx).map_err(PipelineError::Tail)?;
@@ -237,6 +270,12 @@ pub async fn watch(
         let sent = tokio::select! {
             line = lines.recv() => {
                 let Some(line) = line else { return Ok(()) };
+                if let Some(format) = access.get(&line.path) {
+                    if let Some(fields) = format.parse(&line.bytes) {
+                        rates.record(&fields, now_secs());
+                    }
+                    continue;
+                }
                 let classified = classify(&line.bytes);
                 if classified.cause == Cause::None {
                     continue;
@@ -250,9 +289,9 @@ pub async fn watch(
                 if let Some(d) = diagnose::diagnose(&classified, &probes) {
                     agg.observe(&classified, &line.bytes, &d, now_ms());
                 }
-                if new { send(&out, agg.changed()).await } else { true }
+                if new { send(&out, agg.changed(), &rates).await } else { true }
             }
-            _ = flush.tick() => send(&out, agg.changed()).await,
+            _ = flush.tick() => send(&out, agg.changed(), &rates).await,
             _ = review.tick() => {
                 probes = snapshot::take(&settings.sources, systemd, &remembered).await;
                 probes.remember_listeners(&mut remembered);
@@ -267,7 +306,7 @@ pub async fn watch(
                 if dropped > 0 {
                     tracing::warn!(dropped, "Log lines could not be delivered to diagnosis.");
                 }
-                send(&out, reviewed).await
+                send(&out, reviewed, &rates).await
             }
         };
         if !sent {
@@ -285,9 +324,32 @@ fn as_line(f: &Finding) -> Classified<'_> {
     }
 }
 
-/// Sends findings to the link; false when the link is gone.
-async fn send(out: &mpsc::Sender<v1::Finding>, findings: Vec<Finding>) -> bool {
-    for f in findings {
+/// Sends findings to the link, each with the access logs' 502/504 counts of its upstream (or
+/// of every request, when the access log names no upstream); false when the link is gone.
+async fn send(
+    out: &mpsc::Sender<v1::Finding>,
+    findings: Vec<Finding>,
+    rates: &AccessRates,
+) -> bool {
+    let now = now_secs();
+    for mut f in findings {
+        let rate = rates
+            .rate(&f.upstream, now)
+            .or_else(|| rates.rate(NO_UPSTREAM, now));
+        if let Some(rate) = rate {
+            let window = rates.window();
+            f.evidence.probes.insert(
+                format!("access.502_last_{window}s"),
+                rate.in_window.bad_gateway.to_string(),
+            );
+            f.evidence.probes.insert(
+                format!("access.504_last_{window}s"),
+                rate.in_window.gateway_timeout.to_string(),
+            );
+            f.evidence
+                .probes
+                .insert("access.upstream".to_owned(), rate.upstream.clone());
+        }
         tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, detail = %f.root_cause_detail, "Finding.");
         if out.send(f.to_wire()).await.is_err() {
             return false;
@@ -300,6 +362,12 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn ms(d: Duration) -> i64 {

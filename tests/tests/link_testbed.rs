@@ -388,7 +388,7 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
 /// `GET /index.php` from outside, the agent tails nginx's error log, and the controller stores
 /// the finding under the host's name.
 #[test]
-fn a_502_inside_a_host_reaches_the_controllers_findings_log() {
+fn a_502_inside_a_host_reaches_the_controllers_findings_log_with_its_access_log_count() {
     let scratch = Scratch::new("link-testbed-finding");
     let fleet = boot(1);
     let host = &fleet.hosts()[0];
@@ -413,14 +413,25 @@ fn a_502_inside_a_host_reaches_the_controllers_findings_log() {
         let response = http::get(page, "/index.php").unwrap();
         assert_eq!(response.status, 502, "{}", response.body);
         let stored = fs::read_to_string(&findings).unwrap_or_default();
-        let mine = stored
+        let mine: Vec<serde_json::Value> = stored
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["kind"] == "finding" && v["host"] == name.as_str());
-        if let Some(finding) = mine {
+            .filter(|v| v["kind"] == "finding" && v["host"] == name.as_str())
+            .collect();
+        // A later revision carries the access log's 502 count for the upstream (nginx writes
+        // the access line after the error line, so the first revision may not have it yet).
+        let counted = mine.iter().any(|v| {
+            let finding = decode_finding(v["pb_hex"].as_str().unwrap_or_default());
+            finding
+                .evidence
+                .and_then(|e| e.probes.get("access.502_last_60s").cloned())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 1)
+        });
+        if let (Some(first), true) = (mine.first(), counted) {
             // The diagnosis names what is down, whatever words it uses around it.
-            let summary = finding["summary"].as_str().unwrap_or_default();
-            assert!(summary.contains("php8.2-fpm"), "{finding}");
+            let summary = first["summary"].as_str().unwrap_or_default();
+            assert!(summary.contains("php8.2-fpm"), "{first}");
             eprintln!("{summary}");
             break;
         }
@@ -433,4 +444,12 @@ fn a_502_inside_a_host_reaches_the_controllers_findings_log() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The wire Finding a findings-log line holds, hex-encoded protobuf.
+fn decode_finding(hex: &str) -> gatemend_proto::v1::Finding {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    prost::Message::decode(bytes.as_slice()).unwrap()
 }
