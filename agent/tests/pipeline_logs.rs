@@ -1,6 +1,9 @@
 //! Which logs the agent reads, from the real `nginx -T` of a testbed host
 //! (fixtures/nginx/debian_default.txt).
 
+// Test helpers panic by design: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use gatemend_agent::diagnose::Probes;
