@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
+use futures_util::{FutureExt, StreamExt};
+
 use crate::config::AgentConfig;
 use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
@@ -266,8 +268,28 @@ pub async fn watch(
     let mut probed_at = Instant::now();
     let mut flush = tokio::time::interval(FLUSH);
     let mut review = tokio::time::interval(settings.review.max(Duration::from_secs(1)));
+    // Units going down or coming back are events: the open findings are re-diagnosed at once.
+    let units: Vec<String> = probes.units.keys().cloned().collect();
+    let mut changes = match systemd {
+        Some(systemd) => match systemd.unit_changes(&units).await {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!(error = %e, "No unit change events; units are read at each review only.");
+                futures_util::stream::pending().boxed()
+            }
+        },
+        None => futures_util::stream::pending().boxed(),
+    };
     loop {
         let sent = tokio::select! {
+            Some(unit) = changes.next() => {
+                // A restart is a burst of changes: take them as one.
+                while let Some(Some(_)) = changes.next().now_or_never() {}
+                tracing::debug!(unit = %unit, "Unit changed.");
+                probes = snapshot::refresh(&probes, &settings.sources, systemd).await;
+                probed_at = Instant::now();
+                send(&out, review_all(&mut agg, &probes), &rates).await
+            }
             line = lines.recv() => {
                 let Some(line) = line else { return Ok(()) };
                 if let Some(format) = access.get(&line.path) {
@@ -297,11 +319,7 @@ pub async fn watch(
                 probes.remember_listeners(&mut remembered);
                 probed_at = Instant::now();
                 observe_nginx_test(&mut agg, &probes, now_ms());
-                let reviewed = agg.review(
-                    now_ms(),
-                    |f| diagnose::diagnose(&as_line(f), &probes),
-                    |f| diagnose::healthy(f.cause, &f.upstream, &probes) != Some(false),
-                );
+                let reviewed = review_all(&mut agg, &probes);
                 let dropped = tailer.dropped();
                 if dropped > 0 {
                     tracing::warn!(dropped, "Log lines could not be delivered to diagnosis.");
@@ -313,6 +331,16 @@ pub async fn watch(
             return Ok(());
         }
     }
+}
+
+/// Re-diagnoses the open findings with `probes` and resolves the quiet ones the probes do
+/// not show broken.
+fn review_all(agg: &mut Aggregator, probes: &Probes) -> Vec<Finding> {
+    agg.review(
+        now_ms(),
+        |f| diagnose::diagnose(&as_line(f), probes),
+        |f| diagnose::healthy(f.cause, &f.upstream, probes) != Some(false),
+    )
 }
 
 /// A finding as a line, for re-diagnosing it with new probes.

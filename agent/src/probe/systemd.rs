@@ -153,6 +153,49 @@ impl Systemd {
         Ok(id.iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// A stream that yields a unit's name each time systemd reports a change of its properties
+    /// (ActiveState, SubState, Result, ...: `PropertiesChanged` on the unit's object), so a
+    /// unit going down or coming back is an event, not something the next poll finds.
+    pub async fn unit_changes(
+        &self,
+        units: &[String],
+    ) -> Result<futures_util::stream::BoxStream<'static, String>, ProbeError> {
+        use futures_util::StreamExt;
+        let manager = self.manager().await?;
+        // systemd emits unit signals only to clients that subscribed.
+        manager
+            .subscribe()
+            .await
+            .map_err(|source| ProbeError::Dbus {
+                call: "Subscribe".into(),
+                source,
+            })?;
+        let mut streams = Vec::with_capacity(units.len());
+        for name in units {
+            let dbus = |call: &str, source| ProbeError::Dbus {
+                call: format!("{call}({name})"),
+                source,
+            };
+            let path = manager
+                .load_unit(name)
+                .await
+                .map_err(|e| dbus("LoadUnit", e))?;
+            let properties = zbus::fdo::PropertiesProxy::builder(&self.connection)
+                .destination("org.freedesktop.systemd1")
+                .path(path)
+                .build()
+                .await
+                .map_err(|e| dbus("Properties proxy", e))?;
+            let changes = properties
+                .receive_properties_changed()
+                .await
+                .map_err(|e| dbus("PropertiesChanged", e))?;
+            let name = name.clone();
+            streams.push(changes.map(move |_| name.clone()).boxed());
+        }
+        Ok(futures_util::stream::select_all(streams).boxed())
+    }
+
     /// Reads a unit's state. A unit that does not exist is reported with `load_state`
     /// `not-found`, as systemd itself does.
     pub async fn unit_state(&self, name: &str) -> Result<UnitState, ProbeError> {
