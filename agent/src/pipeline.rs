@@ -338,7 +338,13 @@ pub async fn watch(
 fn review_all(agg: &mut Aggregator, probes: &Probes) -> Vec<Finding> {
     agg.review(
         now_ms(),
-        |f| diagnose::diagnose(&as_line(f), probes),
+        // Only while the probes still show the fault: once mended, the finding keeps the
+        // diagnosis that explained it until its lines fall quiet.
+        |f| {
+            (diagnose::healthy(f.cause, &f.upstream, probes) != Some(true))
+                .then(|| diagnose::diagnose(&as_line(f), probes))
+                .flatten()
+        },
         |f| diagnose::healthy(f.cause, &f.upstream, probes) != Some(false),
     )
 }

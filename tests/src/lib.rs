@@ -8,4 +8,5 @@
 //! web.exec(&["systemctl", "stop", "php8.2-fpm"]).unwrap();
 //! ```
 
+pub mod stack;
 pub mod testbed;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use gatemend_proto::Cause;
+use gatemend_proto::{Cause, RootCause};
 
 use super::{Diagnosis, Evidence, Finding};
 use crate::detect::Classified;
@@ -125,7 +125,9 @@ impl Aggregator {
                 out.push(snapshot(o));
                 return false;
             }
-            if let Some(d) = rediagnose(&o.finding) {
+            // A root cause the probes can no longer explain (the fault is gone, the lines
+            // not yet quiet) does not replace the one they found: it is what happened.
+            if let Some(d) = rediagnose(&o.finding).filter(|d| d.root_cause != RootCause::Unknown) {
                 let before = (o.finding.root_cause, o.finding.unit.clone());
                 apply(&mut o.finding, &d);
                 if before != (o.finding.root_cause, o.finding.unit.clone()) {

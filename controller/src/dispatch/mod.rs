@@ -284,8 +284,8 @@ impl Dispatcher {
     }
 }
 
-/// One line per decision. Held, no-policy and resolved decisions come with every finding
-/// update, so they log at DEBUG; the decisions that act or escalate at INFO.
+/// One line per decision. Held and no-policy decisions come with every finding update, so
+/// they log at DEBUG; the decisions that act or escalate, and resolutions, at INFO.
 fn log(f: &Finding, d: &Decision<'_>) {
     let policy = d.policy.map(|p| p.name.as_str()).unwrap_or("");
     let digest = d
@@ -293,7 +293,10 @@ fn log(f: &Finding, d: &Decision<'_>) {
         .map(|p| p.source.file.digest.to_string())
         .unwrap_or_default();
     match d.outcome {
-        Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {
+        Outcome::Resolved => {
+            tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, unit = %f.unit, "Finding resolved.");
+        }
+        Outcome::Held { .. } | Outcome::NoPolicy => {
             tracing::debug!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, policy, decision = d.outcome.id(), detail = %d.outcome, "Decided.");
         }
         _ => {
