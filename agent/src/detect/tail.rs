@@ -4,12 +4,18 @@
 //! its inode, so it would keep reporting the rotated `access.log.1` and never see the new
 //! `access.log` appear. A directory watch sees the file written, renamed, deleted and created.
 //! A log whose directory does not exist yet is watched through its nearest existing ancestor
-//! until the directory appears.
+//! until the directory appears. The directory's parent is watched too, so the directory itself
+//! being deleted and recreated is seen whatever the timing (a watch added to a directory while
+//! it is being removed never reports anything). Events about other files in those directories
+//! (`/var/log/syslog`) are dropped in the callback.
 //!
 //! One dedicated thread does all the reading with blocking I/O: notify's callback is
 //! synchronous and only wakes that thread (a one-slot channel, so a burst of events is one
 //! wake-up; each wake-up looks at every log, so no event detail is relied on and a lost or
-//! overflowed event queue costs nothing but latency until the next event).
+//! overflowed event queue costs nothing but latency until the next event). A one-second tick
+//! reads the rotated files still open and closes them after [`ROTATE_WAIT`], and retries
+//! watches that failed (reading every log when a watch moved); it reads no current log
+//! otherwise.
 //!
 //! What each wake-up does for a log, and why:
 //! - Read the open file from its offset to its end and cut complete lines; the bytes after the
