@@ -8,7 +8,8 @@
 //! - dry run: sends the actions with `dry_run` set, so each agent answers with its plan and
 //!   touches nothing; they are not in flight;
 //! - escalate: hands the escalation to the [`Notifier`] (log, webhook);
-//! - await approval: logged; approvals are served by the audit and API stage (issue #7);
+//! - await approval: a human is notified as for an escalation; approving is served by the
+//!   audit and API stage (issue #7);
 //! - held, no policy, resolved: logged.
 //!
 //! When the controller cannot do what a policy says — no unit to restart, the host offline, an
@@ -129,10 +130,18 @@ impl Dispatcher {
             Outcome::Escalate { why } => {
                 self.escalate(&f, Some(policy), why.to_string(), now);
             }
-            Outcome::AwaitApproval
-            | Outcome::Held { .. }
-            | Outcome::NoPolicy
-            | Outcome::Resolved => {}
+            Outcome::AwaitApproval => {
+                // The approval request reaches a human the way escalations do; approving is
+                // served by the audit and API stage (issue #7).
+                let actions: Vec<String> = policy.actions.iter().map(ToString::to_string).collect();
+                let why = format!(
+                    "approval needed to run {}: {}",
+                    actions.join(", "),
+                    f.root_cause_detail
+                );
+                self.escalate(&f, Some(policy), why, now);
+            }
+            Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {}
         }
     }
 
@@ -225,15 +234,15 @@ impl Dispatcher {
         let Some(mut chain) = self.chains.remove(&result.action_id) else {
             // A dry-run plan, or a result for an action given up on (or decided before a
             // controller restart): stored by ingest, nothing to advance.
-            tracing::info!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action result.");
+            tracing::info!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action result.");
             return;
         };
         if status == ActionStatus::Succeeded {
-            tracing::info!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action succeeded and verified.");
+            tracing::info!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action succeeded and verified.");
             chain.current += 1;
             self.advance(chain, now);
         } else {
-            tracing::warn!(host = %host, action = %result.action_id, status = %status, message = %result.message, "Action did not mend it.");
+            tracing::warn!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action did not mend it.");
             let why = format!(
                 "action {} ended {status}: {}",
                 result.action_id, result.message
@@ -300,7 +309,7 @@ fn log(f: &Finding, d: &Decision<'_>) {
             tracing::debug!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, policy, decision = d.outcome.id(), detail = %d.outcome, "Decided.");
         }
         _ => {
-            tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, policy, policy_digest = %digest, decision = d.outcome.id(), detail = %d.outcome, "Decided.");
+            tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, policy, policy_digest = %digest, decision = d.outcome.id(), detail = %d.outcome, why = ?f.root_cause_detail, "Decided.");
         }
     }
 }

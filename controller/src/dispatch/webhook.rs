@@ -75,7 +75,7 @@ impl Notifier {
 
     /// Logs the escalation and queues it for `webhook` (or the default one).
     pub fn escalate(&self, webhook: Option<&str>, e: Escalation) {
-        tracing::warn!(host = %e.host, finding = %e.finding_id, cause = %e.cause, root_cause = %e.root_cause, unit = %e.unit, policy = %e.policy, why = %e.why, "Escalated to a human.");
+        tracing::warn!(host = %e.host, finding = %e.finding_id, cause = %e.cause, root_cause = %e.root_cause, unit = %e.unit, policy = %e.policy, why = ?e.why, "Escalated to a human.");
         let Some(url) = webhook.or(self.default_webhook.as_deref()) else {
             return;
         };
@@ -118,7 +118,7 @@ async fn deliver(mut pending: mpsc::Receiver<(String, Escalation)>, stats: Arc<N
             tracing::info!(url = %url, escalation = %escalation.id, "Escalation delivered.");
         } else {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(url = %url, escalation = %escalation.id, host = %escalation.host, why = %escalation.why, error = %last_error, tries = TRIES, "Escalation not delivered to the webhook.");
+            tracing::error!(url = %url, escalation = %escalation.id, host = %escalation.host, why = ?escalation.why, error = %last_error, tries = TRIES, "Escalation not delivered to the webhook.");
         }
     }
 }

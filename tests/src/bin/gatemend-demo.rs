@@ -1,26 +1,38 @@
-//! `gatemend-demo`: the README's main command. Boots a fleet of real Debian hosts, runs the
-//! freshly built agent inside each, and shows every host's address, nginx and php-fpm state
-//! and what its nginx answers.
+//! `gatemend-demo`: the README's main command. Boots a fleet of real Debian hosts, starts the
+//! controller with the shipped policies and the agent in every host (through the hardened
+//! deploy unit, with certificates from `gatemend pki`), then breaks the hosts one fault at a
+//! time and narrates what gatemend detected, decided, did and verified, and how long each took.
+//!
+//! `--non-interactive` exits 0 when every fault was handled as expected (CI runs it);
+//! otherwise the fleet keeps running until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http, preflight, rootfs};
+use gatemend_tests::stack::{LogLine, Stack, StackSpec};
+use gatemend_tests::testbed::{Host, http, preflight, rootfs};
 
 #[derive(Debug, Parser)]
-#[command(name = "gatemend-demo", about = "Boot the demo fleet and show it")]
+#[command(
+    name = "gatemend-demo",
+    about = "Boot the demo fleet, break it, watch gatemend mend it"
+)]
 struct Cli {
-    /// How many hosts to boot.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    /// How many hosts to boot (the faults need 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=20))]
     hosts: u16,
-    /// Exit when the demo is done (0 when every host is healthy) instead of keeping the fleet
-    /// running until Ctrl-C.
+    /// Exit when the faults are done: 0 when each was handled as expected.
     #[arg(long)]
     non_interactive: bool,
 }
+
+/// How long one fault may take to be handled before the demo calls it a failure.
+const FAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -33,6 +45,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a fault should end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Mended automatically: an action verified, then the finding resolved.
+    Mended,
+    /// Nothing a machine should do: escalated to a human, nothing run.
+    Escalated,
+}
+
+struct Fault {
+    title: &'static str,
+    /// Shell run inside the host to break it.
+    inject: &'static str,
+    /// Shell run inside the host afterwards when gatemend rightly does not mend it.
+    restore: Option<&'static str>,
+    expect: Expect,
+}
+
+const FAULTS: [Fault; 3] = [
+    Fault {
+        title: "php-fpm stopped",
+        inject: "systemctl stop php8.2-fpm",
+        restore: None,
+        expect: Expect::Mended,
+    },
+    Fault {
+        title: "php-fpm master killed (SIGKILL)",
+        inject: "systemctl kill --signal=SIGKILL php8.2-fpm",
+        restore: None,
+        expect: Expect::Mended,
+    },
+    Fault {
+        title: "nginx pointed at the old php7.4 socket (an upgrade gone wrong)",
+        inject: "sed -i 's/php8.2-fpm.sock/php7.4-fpm.sock/' /etc/nginx/sites-available/default && systemctl reload nginx",
+        restore: Some(
+            "sed -i 's/php7.4-fpm.sock/php8.2-fpm.sock/' /etc/nginx/sites-available/default && systemctl reload nginx",
+        ),
+        expect: Expect::Escalated,
+    },
+];
+
 fn run(cli: Cli) -> anyhow::Result<bool> {
     preflight()?;
     let started = Instant::now();
@@ -42,46 +95,58 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         root.display(),
         started.elapsed().as_secs_f64()
     ));
-
-    let agent = binaries::path("gatemend-agent")?;
-    let agent_inside = format!("{}/gatemend-agent", binaries::HOST_BIN_DIR);
-    let spec = HostSpec::default().bind_ro(&agent, &agent_inside);
-    say(&format!("booting {} hosts", cli.hosts));
-    let fleet = Fleet::boot(usize::from(cli.hosts), &spec)?;
     say(&format!(
-        "fleet running after {:.1} s",
-        fleet.booted_in().as_secs_f64()
+        "booting {} hosts, the controller (shipped policies in policies/) and an agent in each host",
+        cli.hosts
     ));
-
+    let stack = Stack::start(&StackSpec::shipped(usize::from(cli.hosts)))?;
+    say(&format!(
+        "fleet up and every agent connected after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     println!();
     println!(
-        "{:<8} {:<12} {:<22} {:<22} {:<10} GET /index.php",
-        "HOST", "ADDRESS", "nginx", "php8.2-fpm", "GET /"
+        "{:<8} {:<12} {:<10} GET /index.php",
+        "HOST", "ADDRESS", "AGENT"
     );
-    let mut healthy = true;
-    for host in fleet.hosts() {
-        healthy &= show(host, &agent_inside)?;
+    for host in stack.hosts() {
+        let agent = host
+            .unit_property("gatemend-agent.service", "ActiveState")
+            .unwrap_or_else(|_| "?".into());
+        let php = http::get(SocketAddr::from((host.host_addr(), 80)), "/index.php")
+            .map(|r| r.status)
+            .unwrap_or(0);
+        println!(
+            "{:<8} {:<12} {:<10} {}",
+            host.name(),
+            host.host_addr(),
+            agent,
+            php
+        );
     }
     println!();
+    say(&format!(
+        "controller log: {}  (the review UI and its login token come with the audit store, issue #7)",
+        stack.dir().join("controller.log").display()
+    ));
 
-    if cli.non_interactive {
-        say(if healthy {
-            "every host is healthy"
-        } else {
-            "some host is NOT healthy"
-        });
-        return Ok(healthy);
+    let mut all_ok = true;
+    for (fault, host) in FAULTS.iter().zip(stack.hosts()) {
+        println!();
+        all_ok &= play(&stack, host, fault)?;
     }
-    say(
-        "the fleet keeps running; reach a host with `nsenter -t PID1 -a bash` (PID1 below). Ctrl-C stops it.",
-    );
-    for host in fleet.hosts() {
-        say(&format!(
-            "  {} PID1 {} console {}",
-            host.name(),
-            host.pid1(),
-            host.console_log().display()
-        ));
+    println!();
+    say(if all_ok {
+        "every fault was handled as expected"
+    } else {
+        "some fault was NOT handled as expected"
+    });
+    if cli.non_interactive {
+        return Ok(all_ok);
+    }
+    say("the fleet keeps running; reach a host with `nsenter -t PID1 -a bash`. Ctrl-C stops it.");
+    for host in stack.hosts() {
+        say(&format!("  {} PID1 {}", host.name(), host.pid1()));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,43 +155,129 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         .block_on(tokio::signal::ctrl_c())
         .context("waiting for Ctrl-C")?;
     say("stopping the fleet");
-    drop(fleet);
-    Ok(healthy)
+    Ok(all_ok)
 }
 
-/// Prints one host's line, from the agent running inside the host (its own D-Bus) and from
-/// HTTP requests to the host's nginx. Returns whether everything is up.
-fn show(host: &Host, agent: &str) -> anyhow::Result<bool> {
-    let out = host.exec(&[
-        agent,
-        "probe",
-        "unit",
-        "nginx.service",
-        "php8.2-fpm.service",
-    ])?;
-    let mut states = Vec::new();
-    for line in out.lines() {
-        let state: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("agent printed {line:?}"))?;
-        let active = state["active_state"].as_str().unwrap_or("?");
-        let sub = state["sub_state"].as_str().unwrap_or("?");
-        let pid = state["main_pid"].as_u64().unwrap_or(0);
-        states.push((active == "active", format!("{active}/{sub} pid {pid}")));
+/// Breaks `host`, sends it traffic, and narrates the controller's log about it until the
+/// fault is handled (or the deadline). Returns whether it went as expected.
+fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
+    let name = host.name();
+    let controller = stack.controller()?;
+    let seen_before = controller.log().lines().count();
+    say(&format!("{name}: {}", fault.title));
+    let t0 = SystemTime::now();
+    host.sh(fault.inject)?;
+    let traffic = Traffic::start(host);
+    let deadline = Instant::now() + FAULT_DEADLINE;
+    let mut seen = seen_before;
+    let (mut verified, mut resolved, mut escalated) = (false, false, false);
+    let done = |v: bool, r: bool, e: bool| match fault.expect {
+        Expect::Mended => v && r,
+        Expect::Escalated => e,
+    };
+    while !done(verified, resolved, escalated) && Instant::now() < deadline {
+        let log = controller.log();
+        for text in log.lines().skip(seen) {
+            let line = LogLine::new(text);
+            if line.field("host") != Some(name.as_str()) {
+                continue;
+            }
+            let at = line
+                .time()
+                .and_then(|t| t.duration_since(t0).ok())
+                .map_or_else(
+                    || "?".to_owned(),
+                    |d| format!("+{:>6.0} ms", d.as_secs_f64() * 1e3),
+                );
+            let field = |k: &str| line.field(k).unwrap_or("").to_owned();
+            if line.says("Decided.") {
+                println!(
+                    "  {at}  detected {} -> root cause {}: {}",
+                    field("cause"),
+                    field("root_cause"),
+                    field("why"),
+                );
+                println!(
+                    "  {at}  decided {} by policy {}",
+                    field("decision"),
+                    field("policy")
+                );
+            } else if line.says("Action dispatched.") {
+                println!("  {at}  dispatched {} {}", field("kind"), field("unit"));
+            } else if line.says("Action succeeded and verified.") {
+                verified = true;
+                println!("  {at}  verified: {}", field("outcome"));
+            } else if line.says("Action did not mend it.") {
+                println!("  {at}  action FAILED: {}", field("outcome"));
+            } else if line.says("Escalated to a human.") {
+                escalated = true;
+                println!("  {at}  escalated to a human: {}", field("why"));
+            } else if line.says("Finding resolved.") {
+                resolved = true;
+                println!("  {at}  resolved: the errors stopped and the probes are healthy");
+            }
+        }
+        seen = log.lines().count();
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let addr = SocketAddr::from((host.host_addr(), 80));
-    let status = |path: &str| http::get(addr, path).map(|r| r.status).unwrap_or(0);
-    let (root, php) = (status("/"), status("/index.php"));
-    let unit = |i: usize| states.get(i).map_or("?", |(_, s)| s.as_str()).to_owned();
-    println!(
-        "{:<8} {:<12} {:<22} {:<22} {:<10} {}",
-        host.name(),
-        host.host_addr(),
-        unit(0),
-        unit(1),
-        root,
-        php
-    );
-    Ok(states.len() == 2 && states.iter().all(|(up, _)| *up) && root == 200 && php == 200)
+    traffic.stop();
+    if let Some(restore) = fault.restore {
+        host.sh(restore)?;
+        say(&format!("{name}: restored by hand, as the human would"));
+    }
+    // The host serves PHP again (after a reload, old workers finish first).
+    let page = SocketAddr::from((host.host_addr(), 80));
+    let status = || http::get(page, "/index.php").map(|r| r.status).unwrap_or(0);
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut php = status();
+    while php != 200 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+        php = status();
+    }
+    let ok = done(verified, resolved, escalated)
+        && match fault.expect {
+            // Escalated: nothing restarted, so no action may have been dispatched.
+            Expect::Escalated => !controller.lines().iter().skip(seen_before).any(|l| {
+                let l = LogLine::new(l);
+                l.says("Action dispatched.") && l.field("host") == Some(name.as_str())
+            }),
+            Expect::Mended => php == 200,
+        };
+    say(&format!(
+        "{name}: {} (GET /index.php now answers {php})",
+        if ok {
+            "handled as expected"
+        } else {
+            "NOT handled as expected"
+        }
+    ));
+    Ok(ok)
+}
+
+/// Requests to a host's PHP page every 25 ms, as its users would, while a fault plays.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(host: &Host) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let addr = SocketAddr::from((host.host_addr(), 80));
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let _ = http::get(addr, "/index.php");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        Traffic { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 fn say(message: &str) {
