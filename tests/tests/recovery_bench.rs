@@ -197,7 +197,7 @@ fn gatemend_runs(stack: &Stack, fault: &str, runs: usize) -> Vec<Run> {
                     .lines()
                     .skip(from)
                     .map(LogLine::new)
-                    .find(|l| l.says(what) && l.field("host") == Some(name.as_str()))
+                    .find(|l| l.says(what) && l.field("host").as_deref() == Some(name.as_str()))
                     .map(|l| l.time().expect("a time stamp"))
             };
             let mut run = play(host, fault, Duration::from_secs(60), || {
