@@ -1,7 +1,8 @@
 //! Audit log figures (issue 7): append throughput and latency (p50/p99) on SQLite (a file on
 //! disk, WAL, synchronous=FULL) and on PostgreSQL (a throwaway server this benchmark starts,
 //! fsync on), with one writer and with eight concurrent writers; then `verify` over 1,000,000
-//! records. A benchmark measures; it passes or fails on nothing but errors.
+//! records (the API, then `gatemend audit verify` with its peak RSS, via /usr/bin/time). A
+//! benchmark measures; it passes or fails on nothing but errors.
 //!
 //! `cargo bench -p gatemend-controller --bench audit` (as root, PostgreSQL installed by
 //! tests/setup-host.sh). Knobs: AUDIT_BENCH_APPENDS (default 2000 per run),
@@ -163,5 +164,29 @@ async fn run() -> Result<()> {
     let url = format!("sqlite://{}", dir.path().join("verify.db").display());
     let audit = Audit::open(&url).await?;
     verify_large("sqlite", &audit, verify_records).await?;
+    audit.close().await;
+    cli_verify(&url)?;
+    Ok(())
+}
+
+/// `gatemend audit verify` on the same file, as an operator runs it: wall time and peak RSS
+/// (from GNU time), which shows the rows are streamed, not loaded.
+fn cli_verify(url: &str) -> Result<()> {
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%e s, max RSS %M KiB"])
+        .arg(env!("CARGO_BIN_EXE_gatemend"))
+        .args(["audit", "verify", "--db", url])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gatemend audit verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{:<34} `gatemend audit verify`: {} -> {}",
+        "sqlite",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
