@@ -104,7 +104,7 @@ impl Stack {
             stack.controller()?.wait_for(
                 &format!("{name} to connect"),
                 Duration::from_secs(60),
-                |l| l.says("Agent connected.") && l.field("host") == Some(name.as_str()),
+                |l| l.says("Agent connected.") && l.field("host").as_deref() == Some(name.as_str()),
             )?;
         }
         Ok(stack)
@@ -152,6 +152,8 @@ impl Stack {
             .arg(self.dir.join("pki"))
             .arg("--findings-log")
             .arg(self.dir.join("findings.jsonl"))
+            .arg("--state-file")
+            .arg(self.dir.join("fleet-state.json"))
             .arg("--policies")
             .arg(&self.spec.policies)
             .args(["--heartbeat-timeout", "10"])
@@ -172,7 +174,10 @@ impl Stack {
             controller.wait_for(
                 &format!("the controller to listen on {addr}"),
                 Duration::from_secs(30),
-                |l| l.says("Listening for agents.") && l.field("listen") == Some(want.as_str()),
+                |l| {
+                    l.says("Listening for agents.")
+                        && l.field("listen").as_deref() == Some(want.as_str())
+                },
             )?;
         }
         self.controller = Some(controller);
@@ -279,15 +284,29 @@ impl<'a> LogLine<'a> {
         self.text.contains(message)
     }
 
-    /// A field's value; quoted values without their quotes.
-    pub fn field(&self, key: &str) -> Option<&'a str> {
+    /// A field's value; a quoted value (a `?`-formatted string) unquoted and unescaped.
+    pub fn field(&self, key: &str) -> Option<String> {
         let needle = format!(" {key}=");
         let start = self.text.find(&needle)? + needle.len();
         let rest = &self.text[start..];
-        match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split('"').next(),
-            None => rest.split(' ').next(),
+        let Some(quoted) = rest.strip_prefix('"') else {
+            return rest.split(' ').next().map(str::to_owned);
+        };
+        let mut value = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some('t') => value.push('\t'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                c => value.push(c),
+            }
         }
+        Some(value)
     }
 
     /// When the line was written.

@@ -49,24 +49,37 @@ fn php_fpm_stopped_on_one_host_is_restarted_verified_and_resolved() {
     let ctl = stack.controller().unwrap();
     let decided = ctl
         .wait_for("the decision", Duration::from_secs(30), |l| {
-            l.says("Decided.") && l.field("host") == Some(name.as_str())
+            l.says("Decided.") && l.field("host").as_deref() == Some(name.as_str())
         })
         .unwrap();
     let line = gatemend_tests::stack::LogLine::new(&decided);
-    assert_eq!(line.field("decision"), Some("execute"), "{decided}");
     assert_eq!(
-        line.field("policy"),
+        line.field("decision").as_deref(),
+        Some("execute"),
+        "{decided}"
+    );
+    assert_eq!(
+        line.field("policy").as_deref(),
         Some("restart-when-service-down"),
         "{decided}"
     );
-    assert_eq!(line.field("root_cause"), Some("service_down"), "{decided}");
-    assert_eq!(line.field("unit"), Some("php8.2-fpm.service"), "{decided}");
+    assert_eq!(
+        line.field("root_cause").as_deref(),
+        Some("service_down"),
+        "{decided}"
+    );
+    assert_eq!(
+        line.field("unit").as_deref(),
+        Some("php8.2-fpm.service"),
+        "{decided}"
+    );
     ctl.wait_for("the verified result", Duration::from_secs(30), |l| {
-        l.says("Action succeeded and verified.") && l.field("host") == Some(name.as_str())
+        l.says("Action succeeded and verified.")
+            && l.field("host").as_deref() == Some(name.as_str())
     })
     .unwrap();
     ctl.wait_for("the resolution", Duration::from_secs(60), |l| {
-        l.says("Finding resolved.") && l.field("host") == Some(name.as_str())
+        l.says("Finding resolved.") && l.field("host").as_deref() == Some(name.as_str())
     })
     .unwrap();
     assert_eq!(

@@ -65,6 +65,10 @@ struct Cli {
     /// Where escalations go when their policy names no webhook (a JSON POST).
     #[arg(long)]
     escalate_webhook: Option<String>,
+    /// The fleet state (cooldowns, attempts, storms) kept across restarts. Without it a
+    /// restarted controller forgets what it did and may act again on an incident it is mending.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 /// Ingest events waiting for the decision stage.
@@ -145,7 +149,15 @@ async fn serve<S: FindingSink>(
     let options = Options {
         dry_run: cli.dry_run,
     };
-    let dispatcher = Dispatcher::new(policies, options, fleet.clone(), notifier);
+    let mut dispatcher = Dispatcher::new(policies, options, fleet.clone(), notifier);
+    match &cli.state_file {
+        Some(path) => {
+            dispatcher = dispatcher
+                .with_state_file(path.clone())
+                .context("loading the fleet state")?;
+        }
+        None => tracing::warn!("No --state-file: a restart forgets cooldowns and attempts."),
+    }
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
         fleet.clone(),

@@ -19,9 +19,11 @@
 
 mod error;
 pub mod request;
+pub mod state_file;
 pub mod webhook;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +32,7 @@ use gatemend_proto::{ActionKind, ActionStatus};
 use tokio::sync::{mpsc, watch};
 
 pub use error::Unfit;
+pub use state_file::StateFileError;
 pub use webhook::{Escalation, Notifier};
 
 use crate::decide::{
@@ -65,6 +68,8 @@ pub struct Dispatcher {
     notifier: Notifier,
     /// Running chains by the action id they wait for.
     chains: HashMap<String, Chain>,
+    /// Where the fleet state is kept across restarts, when it is.
+    state_file: Option<PathBuf>,
 }
 
 impl Dispatcher {
@@ -81,6 +86,24 @@ impl Dispatcher {
             fleet,
             notifier,
             chains: HashMap::new(),
+            state_file: None,
+        }
+    }
+
+    /// Keeps the fleet state in `path` (loaded now, saved after every decision that acts),
+    /// so a restarted controller remembers its cooldowns and attempts.
+    pub fn with_state_file(mut self, path: PathBuf) -> Result<Dispatcher, StateFileError> {
+        self.state = state_file::load(&path)?;
+        self.state_file = Some(path);
+        Ok(self)
+    }
+
+    /// Saves the state after a change that must survive a restart.
+    fn persist(&self) {
+        if let Some(path) = &self.state_file
+            && let Err(e) = state_file::save(path, &self.state)
+        {
+            tracing::error!(error = %e, "Could not save the fleet state; a restart would forget cooldowns and attempts.");
         }
     }
 
@@ -121,6 +144,16 @@ impl Dispatcher {
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
         decide::apply(&mut self.state, &decision, &f, now);
         log(&f, &decision);
+        let remember = matches!(
+            decision.outcome,
+            Outcome::Execute | Outcome::AwaitApproval | Outcome::DryRun | Outcome::Escalate { .. }
+        ) || matches!(
+            decision.outcome,
+            Outcome::Held {
+                guard: decide::Guard::Storm,
+                ..
+            }
+        );
         let Some(policy) = decision.policy else {
             return;
         };
@@ -142,6 +175,9 @@ impl Dispatcher {
                 self.escalate(&f, Some(policy), why, now);
             }
             Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {}
+        }
+        if remember {
+            self.persist();
         }
     }
 
@@ -193,12 +229,14 @@ impl Dispatcher {
             return;
         }
         self.state.record_finished(&chain.id);
+        self.persist();
         tracing::info!(host = %chain.finding.host, finding = %chain.finding.id, policy = %chain.policy.name, "Every action of the policy succeeded.");
     }
 
     /// Ends a chain that cannot go on, and tells a human why.
     fn give_up(&mut self, chain: Chain, why: String, now: UnixMs) {
         self.state.record_finished(&chain.id);
+        self.persist();
         self.escalate(&chain.finding, Some(&chain.policy), why, now);
     }
 

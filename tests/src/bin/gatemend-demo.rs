@@ -179,7 +179,7 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
         let log = controller.log();
         for text in log.lines().skip(seen) {
             let line = LogLine::new(text);
-            if line.field("host") != Some(name.as_str()) {
+            if line.field("host").as_deref() != Some(name.as_str()) {
                 continue;
             }
             let at = line
@@ -189,7 +189,7 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
                     || "?".to_owned(),
                     |d| format!("+{:>6.0} ms", d.as_secs_f64() * 1e3),
                 );
-            let field = |k: &str| line.field(k).unwrap_or("").to_owned();
+            let field = |k: &str| line.field(k).unwrap_or_default();
             if line.says("Decided.") {
                 println!(
                     "  {at}  detected {} -> root cause {}: {}",
@@ -239,7 +239,7 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
             // Escalated: nothing restarted, so no action may have been dispatched.
             Expect::Escalated => !controller.lines().iter().skip(seen_before).any(|l| {
                 let l = LogLine::new(l);
-                l.says("Action dispatched.") && l.field("host") == Some(name.as_str())
+                l.says("Action dispatched.") && l.field("host").as_deref() == Some(name.as_str())
             }),
             Expect::Mended => php == 200,
         };
