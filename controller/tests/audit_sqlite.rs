@@ -243,28 +243,51 @@ async fn swapped_rows_are_caught_at_the_first() -> Result<()> {
 async fn many_tasks_and_pools_appending_at_once_keep_one_chain() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let url = db_url(&dir);
-    // Two independent pools on one file (as two controller processes would be) plus clones of
-    // each shared between tasks.
+    // Two independent `Audit`s on one file (as two controller processes would be), each shared
+    // by eight tasks; half of the tasks append batches of three, which must stay consecutive.
     let a = Audit::open(&url).await?;
     let b = Audit::open(&url).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..16i64 {
         let audit = if t % 2 == 0 { a.clone() } else { b.clone() };
         tasks.spawn(async move {
-            let mut seqs = Vec::new();
+            let mut got = Vec::new();
             for i in 0..25 {
-                seqs.push(audit.append(record(t * 100 + i)).await?.seq);
+                let n = t * 100 + i;
+                if t % 4 < 2 {
+                    let r = audit.append(record(n)).await?;
+                    got.push((r, n));
+                } else {
+                    let batch = audit
+                        .append_many(vec![record(n), record(n + 10_000), record(n + 20_000)])
+                        .await?;
+                    assert_eq!(batch[1].seq, batch[0].seq + 1);
+                    assert_eq!(batch[2].seq, batch[0].seq + 2);
+                    got.extend(batch.into_iter().zip([n, n + 10_000, n + 20_000]));
+                }
             }
-            anyhow::Ok(seqs)
+            anyhow::Ok(got)
         });
     }
-    let mut seqs = Vec::new();
+    let mut got = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        seqs.extend(done??);
+        got.extend(done??);
     }
+    let total = 8 * 25 + 8 * 25 * 3;
+    // Each caller got back its own record, as stored.
+    for (returned, n) in &got {
+        assert_eq!(returned.body, record(*n).body);
+        assert_eq!(a.get(returned.seq).await?.as_ref(), Some(returned));
+    }
+    let mut seqs: Vec<i64> = got.iter().map(|(r, _)| r.seq).collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
-    assert_eq!(a.verify().await?, Verification::Intact { records: 400 });
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    assert_eq!(
+        a.verify().await?,
+        Verification::Intact {
+            records: u64::try_from(total)?
+        }
+    );
     assert_eq!(cli_verify(&dir)?.0, 0);
     Ok(())
 }
@@ -278,5 +301,21 @@ async fn reading_commands_do_not_create_a_missing_file() -> Result<()> {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no audit database at"));
     assert!(!dir.path().join("audit.db").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_chain_head_every_waiting_append_fails_and_nothing_is_written() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let audit = filled(&dir, 3).await?;
+    tamper(&dir, &["DELETE FROM audit_head"]).await?;
+    let (one, two) = tokio::join!(audit.append(record(4)), audit.append(record(5)));
+    for outcome in [one, two] {
+        assert!(
+            matches!(outcome, Err(gatemend_controller::audit::AuditError::NoHead)),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(audit.query(&Filter::default()).await?.len(), 3);
     Ok(())
 }

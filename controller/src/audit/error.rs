@@ -2,6 +2,7 @@
 //! `Verification::Broken`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::record::Kind;
 
@@ -40,14 +41,22 @@ pub enum AuditError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
-    /// The record was not appended (nothing was written: the transaction rolled back).
+    /// The record was not appended (nothing of its group was written: the transaction rolled
+    /// back). Shared: every append committed in the same group gets the same cause.
     #[error("cannot append the {kind} record to the audit log")]
     Append {
         /// The record's kind.
         kind: Kind,
         /// Why.
         #[source]
-        source: sqlx::Error,
+        source: Arc<sqlx::Error>,
+    },
+    /// The task that writes this process's appends has stopped (the tokio runtime that opened
+    /// the log shut down); the record was not appended.
+    #[error("cannot append the {kind} record: the audit writer task has stopped")]
+    WriterGone {
+        /// The record's kind.
+        kind: Kind,
     },
     /// A query (list, get, verify) failed.
     #[error("cannot read the audit log ({what})")]

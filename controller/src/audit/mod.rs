@@ -14,7 +14,10 @@
 //! Every append runs in one transaction that locks the one-row `audit_head` table (SQLite:
 //! `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE`), reads the last seq and hash, inserts
 //! the record at seq + 1 and moves the head. Writers in any number of tasks and processes
-//! therefore extend one chain, with seqs 1, 2, 3 ... and no gaps.
+//! therefore extend one chain, with seqs 1, 2, 3 ... and no gaps. Within one process, appends go
+//! through one writer task that commits whatever is queued at that moment in one such
+//! transaction (group commit, `writer.rs`): concurrent appenders share an fsync, and each
+//! `append` still returns only after its record is committed.
 //!
 //! # The hash
 //! `hash = SHA-256(prev_hash || encoding)`, where `prev_hash` is the previous record's hash as 32
@@ -44,6 +47,7 @@ mod hash;
 mod record;
 mod store;
 mod verify;
+mod writer;
 
 pub use error::AuditError;
 pub use hash::{GENESIS_HEX, canonical_json};

@@ -16,6 +16,7 @@ use super::error::AuditError;
 use super::hash::{self, Fields};
 use super::record::{Filter, Kind, NewRecord, Record};
 use super::verify::{ChainCheck, StoredRow, Verification};
+use super::writer;
 
 /// The tables, created at open (embedded; tracked in `audit_migrations`, apart from any other
 /// component's migrations in the same database). The same DDL is valid in both dialects.
@@ -88,10 +89,11 @@ pub struct Audit {
     pool: AnyPool,
     backend: Backend,
     url: String,
-    /// Queues this process's appenders in FIFO order so they do not all spin on SQLite's busy
-    /// handler (which sleeps and retries, unfair under load). It is not what keeps the chain
-    /// whole: the database lock in `append` does that, across processes too.
-    append_queue: Arc<tokio::sync::Mutex<()>>,
+    /// This process's appends go through one writer task, which commits whatever is queued
+    /// together (group commit: one transaction and one fsync for many appends). It is not what
+    /// keeps the chain whole: the database lock in `write_group` does that, across processes
+    /// too.
+    writer: writer::Handle,
 }
 
 impl Audit {
@@ -173,10 +175,10 @@ impl Audit {
             })?;
         info!(url = %shown, backend = ?backend, "Opened the audit log.");
         Ok(Audit {
-            pool,
             backend,
             url: shown,
-            append_queue: Arc::new(tokio::sync::Mutex::new(())),
+            writer: writer::spawn(pool.clone(), backend),
+            pool,
         })
     }
 
@@ -193,111 +195,123 @@ impl Audit {
     /// Appends a record and returns it with its `seq` and hashes. Durable when it returns
     /// (committed; SQLite fsyncs with synchronous=FULL, PostgreSQL with its default
     /// synchronous_commit=on). Safe from any number of tasks and processes: the chain head is
-    /// locked for the whole read-head / insert / move-head transaction.
+    /// locked for the whole read-head / insert / move-head transaction. Appends that are
+    /// queued at the same moment in this process are committed together (one fsync); each
+    /// still returns only once its record is committed. Once queued, a record is written even
+    /// if the caller stops waiting.
     pub async fn append(&self, new: NewRecord) -> Result<Record, AuditError> {
         let kind = new.kind;
         let mut appended = self.append_many(vec![new]).await?;
-        appended.pop().ok_or(AuditError::Append {
-            kind,
-            source: sqlx::Error::RowNotFound,
-        })
+        appended.pop().ok_or(AuditError::WriterGone { kind })
     }
 
-    /// Appends several records in one transaction (one fsync), consecutively in the chain: all
-    /// or none are written. For a burst (a finding and its decision) and for bulk loads.
+    /// Appends several records consecutively in the chain, in one transaction: all or none are
+    /// written. For a burst (a finding and its decision) and for bulk loads.
     pub async fn append_many(&self, batch: Vec<NewRecord>) -> Result<Vec<Record>, AuditError> {
-        let Some(first) = batch.first() else {
+        let Some(kind) = batch.first().map(|r| r.kind) else {
             return Ok(Vec::new());
         };
-        let kind = first.kind;
-        let err = |source| AuditError::Append { kind, source };
-        let _queued = self.append_queue.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with(self.backend.begin_append())
-            .await
-            .map_err(err)?;
-        let head = sqlx::query(self.backend.lock_head())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(err)?;
-        let Some(head) = head else {
-            return Err(AuditError::NoHead);
+        self.writer.submit(kind, batch).await
+    }
+}
+
+/// Appends `batch` consecutively in one transaction that locks the chain head; all or nothing.
+pub(super) async fn write_group(
+    pool: &AnyPool,
+    backend: Backend,
+    batch: Vec<NewRecord>,
+) -> Result<Vec<Record>, AuditError> {
+    let Some(first) = batch.first() else {
+        return Ok(Vec::new());
+    };
+    let kind = first.kind;
+    let err = |source| AuditError::Append {
+        kind,
+        source: Arc::new(source),
+    };
+    let mut tx = pool.begin_with(backend.begin_append()).await.map_err(err)?;
+    let head = sqlx::query(backend.lock_head())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+    let Some(head) = head else {
+        return Err(AuditError::NoHead);
+    };
+    let mut seq: i64 = head.try_get(0).map_err(err)?;
+    let mut prev_hex: String = head.try_get(1).map_err(err)?;
+    let Some(mut prev) = hash::parse_hex(&prev_hex) else {
+        return Err(AuditError::Corrupt {
+            seq,
+            why: format!("the chain head's hash {prev_hex:?} is not 64 hex digits"),
+        });
+    };
+    let mut appended = Vec::with_capacity(batch.len());
+    for new in batch {
+        let err = |source| AuditError::Append {
+            kind: new.kind,
+            source: Arc::new(source),
         };
-        let mut seq: i64 = head.try_get(0).map_err(err)?;
-        let mut prev_hex: String = head.try_get(1).map_err(err)?;
-        let Some(mut prev) = hash::parse_hex(&prev_hex) else {
-            return Err(AuditError::Corrupt {
-                seq,
-                why: format!("the chain head's hash {prev_hex:?} is not 64 hex digits"),
-            });
+        seq += 1;
+        let body = hash::canonical_json(&new.body);
+        let fields = Fields {
+            seq,
+            at: new.at,
+            kind: new.kind.as_str(),
+            host: new.host.as_deref(),
+            incident: new.incident.as_deref(),
+            actor: &new.actor,
+            policy: new.policy.as_deref(),
+            policy_digest: new.policy_digest.as_deref(),
+            body: &body,
         };
-        let mut appended = Vec::with_capacity(batch.len());
-        for new in batch {
-            let err = |source| AuditError::Append {
-                kind: new.kind,
-                source,
-            };
-            seq += 1;
-            let body = hash::canonical_json(&new.body);
-            let fields = Fields {
-                seq,
-                at: new.at,
-                kind: new.kind.as_str(),
-                host: new.host.as_deref(),
-                incident: new.incident.as_deref(),
-                actor: &new.actor,
-                policy: new.policy.as_deref(),
-                policy_digest: new.policy_digest.as_deref(),
-                body: &body,
-            };
-            let hash = hash::chain_hash(&prev, &fields);
-            let hash_hex = hex::encode(hash);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at, kind, host, incident, actor, policy, \
+        let hash = hash::chain_hash(&prev, &fields);
+        let hash_hex = hex::encode(hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, kind, host, incident, actor, policy, \
                  policy_digest, body, prev_hash, hash) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(seq)
-            .bind(new.at)
-            .bind(new.kind.as_str())
-            .bind(new.host.clone())
-            .bind(new.incident.clone())
-            .bind(new.actor.clone())
-            .bind(new.policy.clone())
-            .bind(new.policy_digest.clone())
-            .bind(body)
-            .bind(prev_hex.clone())
-            .bind(hash_hex.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            appended.push(Record {
-                seq,
-                at: new.at,
-                kind: new.kind,
-                host: new.host,
-                incident: new.incident,
-                actor: new.actor,
-                policy: new.policy,
-                policy_digest: new.policy_digest,
-                body: new.body,
-                prev_hash: std::mem::replace(&mut prev_hex, hash_hex.clone()),
-                hash: hash_hex,
-            });
-            prev = hash;
-        }
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(prev_hex)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        tx.commit().await.map_err(err)?;
-        debug!(seq, records = appended.len(), kind = %kind, "Appended audit records.");
-        Ok(appended)
+        )
+        .bind(seq)
+        .bind(new.at)
+        .bind(new.kind.as_str())
+        .bind(new.host.clone())
+        .bind(new.incident.clone())
+        .bind(new.actor.clone())
+        .bind(new.policy.clone())
+        .bind(new.policy_digest.clone())
+        .bind(body)
+        .bind(prev_hex.clone())
+        .bind(hash_hex.clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        appended.push(Record {
+            seq,
+            at: new.at,
+            kind: new.kind,
+            host: new.host,
+            incident: new.incident,
+            actor: new.actor,
+            policy: new.policy,
+            policy_digest: new.policy_digest,
+            body: new.body,
+            prev_hash: std::mem::replace(&mut prev_hex, hash_hex.clone()),
+            hash: hash_hex,
+        });
+        prev = hash;
     }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(prev_hex)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    debug!(seq, records = appended.len(), kind = %kind, "Appended audit records.");
+    Ok(appended)
+}
 
+impl Audit {
     /// The record at `seq`, if there is one.
     pub async fn get(&self, seq: i64) -> Result<Option<Record>, AuditError> {
         let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq = $1");
