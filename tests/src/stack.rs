@@ -119,6 +119,44 @@ impl Stack {
         &self.dir
     }
 
+    /// The controller's audit log (SQLite in the scratch directory).
+    pub fn audit_url(&self) -> String {
+        format!("sqlite://{}", self.dir.join("audit.db").display())
+    }
+
+    /// `gatemend audit verify`: Ok when the hash chain is intact, else its output.
+    pub fn verify_audit(&self) -> anyhow::Result<()> {
+        let out = Command::new(binaries::path("gatemend")?)
+            .args(["audit", "verify", "--db", &self.audit_url()])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "gatemend audit verify failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The audit records (`gatemend audit list --json`), oldest first.
+    pub fn audit_records(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let out = Command::new(binaries::path("gatemend")?)
+            .args(["audit", "list", "--json", "--db", &self.audit_url()])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "gatemend audit list failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).context("audit list printed a line that is not JSON"))
+            .collect()
+    }
+
     /// Keeps the scratch directory after the stack stops (for a failed test).
     pub fn keep(&mut self) {
         self.keep = true;
@@ -154,6 +192,8 @@ impl Stack {
             .arg(self.dir.join("findings.jsonl"))
             .arg("--state-file")
             .arg(self.dir.join("fleet-state.json"))
+            .arg("--db")
+            .arg(self.audit_url())
             .arg("--policies")
             .arg(&self.spec.policies)
             .args(["--heartbeat-timeout", "10"])

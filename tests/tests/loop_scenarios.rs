@@ -126,6 +126,7 @@ fn nginx_pointed_at_the_old_socket_is_escalated_with_both_paths_and_nothing_runs
         pid,
         "php-fpm was restarted"
     );
+    stack.verify_audit().unwrap();
 }
 
 const BACKEND: &str = "import socket
@@ -185,6 +186,7 @@ fn a_killed_proxied_backend_is_restarted() {
     wait_said(&stack, web, "Action succeeded and verified.");
     assert_eq!(prop(web, "backend.service", "ActiveState"), "active");
     assert_ne!(prop(web, "backend.service", "MainPID"), pid);
+    stack.verify_audit().unwrap();
 }
 
 const RELOAD_ON_CONFIG_ERROR: &str = "policies:
@@ -219,6 +221,7 @@ fn a_broken_config_is_never_reloaded_even_when_a_policy_says_so() {
     assert_eq!(web.read("/run/nginx.pid").unwrap(), master);
     let page = http::get(SocketAddr::from((web.host_addr(), 80)), "/index.php").unwrap();
     assert_eq!(page.status, 200);
+    stack.verify_audit().unwrap();
 }
 
 #[test]
@@ -246,6 +249,7 @@ fn a_controller_wide_dry_run_plans_and_touches_nothing() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(prop(web, "php8.2-fpm.service", "ActiveState"), "inactive");
+    stack.verify_audit().unwrap();
 }
 
 const RESTART_QUICKLY: &str = "policies:
@@ -284,6 +288,7 @@ fn a_unit_that_fails_every_restart_is_escalated_after_max_attempts_and_left_alon
     assert_eq!(said(&stack, web, "Action dispatched.").len(), 2);
     assert_eq!(said(&stack, web, "Action did not mend it.").len(), 2);
     assert_ne!(prop(web, "php8.2-fpm.service", "ActiveState"), "active");
+    stack.verify_audit().unwrap();
 }
 
 const RESTART_CONFIRMED: &str = "policies:
@@ -332,6 +337,7 @@ fn the_same_fault_on_every_host_at_once_is_a_storm_held_with_one_escalation() {
     for h in &hosts {
         assert_eq!(prop(h, "php8.2-fpm.service", "ActiveState"), "inactive");
     }
+    stack.verify_audit().unwrap();
 }
 
 #[test]
@@ -382,4 +388,5 @@ fn a_controller_killed_mid_incident_loses_nothing_and_runs_nothing_twice() {
     );
     let last = keys.iter().map(|(_, r)| *r).max().unwrap_or(0);
     assert_eq!(keys.len() as u64, last, "a revision is missing: {keys:?}");
+    stack.verify_audit().unwrap();
 }

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use gatemend_controller::audit::{Audit, Kind, NewRecord};
 use gatemend_controller::decide::Options;
 use gatemend_controller::dispatch::{Dispatcher, Notifier};
 use gatemend_controller::ingest::{
     self, FileSink, FindingSink, Fleet, Ingested, Limits, LinkService, MemorySink, PeerAuth,
 };
 use gatemend_controller::pki;
+use gatemend_controller::policy::reload::Reload;
 use gatemend_controller::policy::{self, PolicySet};
 use tokio::sync::{mpsc, watch};
 
@@ -65,6 +67,11 @@ struct Cli {
     /// Where escalations go when their policy names no webhook (a JSON POST).
     #[arg(long)]
     escalate_webhook: Option<String>,
+    /// The audit log: `sqlite:///var/lib/gatemend/audit.db` or `postgres://...`. Every
+    /// finding, decision, action, result, escalation and policy reload is written there (an
+    /// action durably before it is dispatched). Without it, nothing is audited.
+    #[arg(long)]
+    db: Option<String>,
     /// The fleet state (cooldowns, attempts, storms) kept across restarts. Without it a
     /// restarted controller forgets what it did and may act again on an incident it is mending.
     #[arg(long)]
@@ -139,7 +146,14 @@ async fn serve<S: FindingSink>(
 ) -> anyhow::Result<()> {
     let fleet = Fleet::new();
     let (forward, events) = mpsc::channel(DECISION_QUEUE);
-    let policies = start_policies(cli.policies.as_deref())?;
+    let audit = match &cli.db {
+        Some(url) => Some(Audit::open(url).await.context("opening the audit log")?),
+        None => {
+            tracing::warn!("No --db: nothing is audited.");
+            None
+        }
+    };
+    let policies = start_policies(cli.policies.as_deref(), audit.clone())?;
     if cli.dry_run {
         tracing::warn!(
             "DRY RUN: every action is a dry run; agents return plans, nothing runs (--dry-run)."
@@ -157,6 +171,9 @@ async fn serve<S: FindingSink>(
                 .context("loading the fleet state")?;
         }
         None => tracing::warn!("No --state-file: a restart forgets cooldowns and attempts."),
+    }
+    if let Some(audit) = audit {
+        dispatcher = dispatcher.with_audit(audit);
     }
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
@@ -182,6 +199,7 @@ async fn serve<S: FindingSink>(
 /// and keeps it current; without a directory, an empty set that decides `no_policy`.
 fn start_policies(
     dir: Option<&std::path::Path>,
+    audit: Option<Audit>,
 ) -> anyhow::Result<watch::Receiver<Arc<PolicySet>>> {
     let Some(dir) = dir else {
         tracing::warn!("No --policies: findings are recorded, nothing is decided or acted on.");
@@ -197,8 +215,43 @@ fn start_policies(
     let (outcomes, mut reloads) = mpsc::channel(RELOAD_QUEUE);
     policy::reload::spawn(dir.to_path_buf(), running, outcomes)
         .context("watching the policy directory")?;
-    // Each reload is logged by the reloader; the audit (issue #7) will take these events.
-    tokio::spawn(async move { while reloads.recv().await.is_some() {} });
+    // Each reload is logged by the reloader, and audited here.
+    tokio::spawn(async move {
+        while let Some(outcome) = reloads.recv().await {
+            let (kind, body) = match outcome {
+                Reload::Applied {
+                    trigger,
+                    policies,
+                    files,
+                } => (
+                    Kind::PolicyReloaded,
+                    serde_json::json!({
+                        "trigger": trigger.id(),
+                        "policies": policies,
+                        "files": files
+                            .iter()
+                            .map(|f| serde_json::json!({
+                                "path": f.path.display().to_string(),
+                                "digest": f.digest.to_string(),
+                            }))
+                            .collect::<Vec<_>>(),
+                    }),
+                ),
+                Reload::Rejected { trigger, errors } => (
+                    Kind::PolicyRejected,
+                    serde_json::json!({ "trigger": trigger.id(), "errors": errors }),
+                ),
+                Reload::Unchanged { .. } => continue,
+            };
+            if let Some(audit) = &audit
+                && let Err(e) = audit
+                    .append(NewRecord::now(kind, "controller").body(body))
+                    .await
+            {
+                tracing::error!(error = %e, "Could not audit a policy reload.");
+            }
+        }
+    });
     Ok(receiver)
 }
 

@@ -35,6 +35,7 @@ pub use error::Unfit;
 pub use state_file::StateFileError;
 pub use webhook::{Escalation, Notifier};
 
+use crate::audit::{Audit, Kind, NewRecord};
 use crate::decide::{
     self, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
@@ -70,6 +71,8 @@ pub struct Dispatcher {
     chains: HashMap<String, Chain>,
     /// Where the fleet state is kept across restarts, when it is.
     state_file: Option<PathBuf>,
+    /// The audit log every step is written to (before an action is dispatched), when kept.
+    audit: Option<Audit>,
 }
 
 impl Dispatcher {
@@ -87,6 +90,29 @@ impl Dispatcher {
             notifier,
             chains: HashMap::new(),
             state_file: None,
+            audit: None,
+        }
+    }
+
+    /// Writes every step to `audit`: findings, decisions, dispatched actions (durably before
+    /// they are sent), results, escalations, resolutions, hosts online and offline.
+    pub fn with_audit(mut self, audit: Audit) -> Dispatcher {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Appends one record; false when the audit log could not take it (then nothing is
+    /// dispatched on its account: an action that cannot be audited does not run).
+    async fn audit(&self, record: NewRecord) -> bool {
+        let Some(audit) = &self.audit else {
+            return true;
+        };
+        match audit.append(record).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not write the audit log.");
+                false
+            }
         }
     }
 
@@ -113,24 +139,32 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(event) => self.on_event(event, now_ms()),
+                    Some(event) => self.on_event(event, now_ms()).await,
                     None => return,
                 },
-                _ = tick.tick() => self.expire(now_ms()),
+                _ = tick.tick() => self.expire(now_ms()).await,
             }
         }
     }
 
-    fn on_event(&mut self, event: Ingested, now: UnixMs) {
+    async fn on_event(&mut self, event: Ingested, now: UnixMs) {
         match event {
-            Ingested::Online { host, labels } => self.state.host_online(&host, labels),
-            Ingested::Offline { host } => self.state.host_offline(&host),
-            Ingested::Finding { host, finding } => self.on_finding(&host, &finding, now),
-            Ingested::ActionResult { host, result } => self.on_result(&host, result, now),
+            Ingested::Online { host, labels } => {
+                let body = serde_json::json!({ "labels": labels });
+                self.state.host_online(&host, labels);
+                self.audit(record(Kind::HostOnline, now).host(&host).body(body))
+                    .await;
+            }
+            Ingested::Offline { host } => {
+                self.state.host_offline(&host);
+                self.audit(record(Kind::HostOffline, now).host(&host)).await;
+            }
+            Ingested::Finding { host, finding } => self.on_finding(&host, &finding, now).await,
+            Ingested::ActionResult { host, result } => self.on_result(&host, result, now).await,
         }
     }
 
-    fn on_finding(&mut self, host: &str, wire: &v1::Finding, now: UnixMs) {
+    async fn on_finding(&mut self, host: &str, wire: &v1::Finding, now: UnixMs) {
         let f = match Finding::try_from(wire) {
             Ok(f) => f,
             Err(e) => {
@@ -139,11 +173,36 @@ impl Dispatcher {
                 return;
             }
         };
+        self.audit(
+            record(Kind::Finding, now)
+                .host(&f.host)
+                .incident(&f.id)
+                .body(serde_json::to_value(&f).unwrap_or_default()),
+        )
+        .await;
         self.state.record_finding(&f, now);
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
         decide::apply(&mut self.state, &decision, &f, now);
         log(&f, &decision);
+        let mut decided = record(Kind::Decision, now)
+            .host(&f.host)
+            .incident(&f.id)
+            .body(serde_json::json!({
+                "revision": f.revision,
+                "decision": decision.outcome.id(),
+                "detail": decision.outcome.to_string(),
+                "root_cause": f.root_cause.to_string(),
+                "why": f.root_cause_detail,
+            }));
+        if let Some(p) = decision.policy {
+            decided = decided.policy(&p.name, p.source.file.digest.to_string());
+        }
+        let audited = self.audit(decided).await;
+        if decision.outcome == Outcome::Resolved {
+            self.audit(record(Kind::Resolved, now).host(&f.host).incident(&f.id))
+                .await;
+        }
         let remember = matches!(
             decision.outcome,
             Outcome::Execute | Outcome::AwaitApproval | Outcome::DryRun | Outcome::Escalate { .. }
@@ -158,10 +217,15 @@ impl Dispatcher {
             return;
         };
         match decision.outcome {
-            Outcome::Execute => self.execute(f, policy.clone(), now),
+            // An action whose decision could not be audited does not run: a human hears why.
+            Outcome::Execute if !audited => {
+                let why = "the audit log is not writable, so nothing is dispatched".to_owned();
+                self.escalate(&f, Some(policy), why, now).await;
+            }
+            Outcome::Execute => self.execute(f, policy.clone(), now).await,
             Outcome::DryRun => self.dry_run(&f, policy),
             Outcome::Escalate { why } => {
-                self.escalate(&f, Some(policy), why.to_string(), now);
+                self.escalate(&f, Some(policy), why.to_string(), now).await;
             }
             Outcome::AwaitApproval => {
                 // The approval request reaches a human the way escalations do; approving is
@@ -172,7 +236,15 @@ impl Dispatcher {
                     actions.join(", "),
                     f.root_cause_detail
                 );
-                self.escalate(&f, Some(policy), why, now);
+                self.audit(
+                    record(Kind::ApprovalRequested, now)
+                        .host(&f.host)
+                        .incident(&f.id)
+                        .policy(&policy.name, policy.source.file.digest.to_string())
+                        .body(serde_json::json!({ "actions": actions, "why": why })),
+                )
+                .await;
+                self.escalate(&f, Some(policy), why, now).await;
             }
             Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {}
         }
@@ -182,7 +254,7 @@ impl Dispatcher {
     }
 
     /// Starts the policy's chain of actions on the finding's host.
-    fn execute(&mut self, f: Finding, policy: Policy, now: UnixMs) {
+    async fn execute(&mut self, f: Finding, policy: Policy, now: UnixMs) {
         let id = request::chain_id(&f, &policy);
         let action = InFlight {
             host: f.host.clone(),
@@ -199,27 +271,49 @@ impl Dispatcher {
             current: 0,
             expires_at: now,
         };
-        self.advance(chain, now);
+        self.advance(chain, now).await;
     }
 
     /// Sends the chain's current action, or ends the chain when none is left. Escalate steps
     /// notify and move on; nothing is sent for them.
-    fn advance(&mut self, mut chain: Chain, now: UnixMs) {
+    async fn advance(&mut self, mut chain: Chain, now: UnixMs) {
         while let Some(&kind) = chain.policy.actions.get(chain.current) {
             if kind == ActionKind::Escalate {
                 let why = format!("the policy's step {} escalates", chain.current + 1);
-                self.escalate(&chain.finding, Some(&chain.policy), why, now);
+                self.escalate(&chain.finding, Some(&chain.policy), why, now)
+                    .await;
                 chain.current += 1;
                 continue;
             }
             let request =
                 match request::build(&chain.finding, &chain.policy, chain.current, kind, false) {
                     Ok(request) => request,
-                    Err(e) => return self.give_up(chain, e.to_string(), now),
+                    Err(e) => return self.give_up(chain, e.to_string(), now).await,
                 };
             let action_id = request.action_id.clone();
+            // Durable in the audit log before the host hears of it.
+            let dispatched = record(Kind::ActionDispatched, now)
+                .host(&chain.finding.host)
+                .incident(&chain.finding.id)
+                .policy(
+                    &chain.policy.name,
+                    chain.policy.source.file.digest.to_string(),
+                )
+                .body(serde_json::json!({
+                    "action_id": action_id,
+                    "kind": kind.to_string(),
+                    "unit": request.unit,
+                    "socket_path": request.socket_path,
+                    "deadline_ms": request.deadline_ms,
+                }));
+            if !self.audit(dispatched).await {
+                let why = format!("{kind} not dispatched: the audit log is not writable");
+                return self.give_up(chain, why, now).await;
+            }
             if let Err(e) = self.fleet.send_action(&chain.finding.host, request) {
-                return self.give_up(chain, format!("cannot send {kind}: {e}"), now);
+                return self
+                    .give_up(chain, format!("cannot send {kind}: {e}"), now)
+                    .await;
             }
             tracing::info!(host = %chain.finding.host, action = %action_id, kind = %kind, unit = %chain.finding.unit, policy = %chain.policy.name, "Action dispatched.");
             chain.expires_at = now
@@ -234,10 +328,11 @@ impl Dispatcher {
     }
 
     /// Ends a chain that cannot go on, and tells a human why.
-    fn give_up(&mut self, chain: Chain, why: String, now: UnixMs) {
+    async fn give_up(&mut self, chain: Chain, why: String, now: UnixMs) {
         self.state.record_finished(&chain.id);
         self.persist();
-        self.escalate(&chain.finding, Some(&chain.policy), why, now);
+        self.escalate(&chain.finding, Some(&chain.policy), why, now)
+            .await;
     }
 
     /// Asks each action of the policy for its plan.
@@ -267,8 +362,35 @@ impl Dispatcher {
         }
     }
 
-    fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
+    async fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
         let status = ActionStatus::try_from(result.status).unwrap_or(ActionStatus::Unspecified);
+        let kind = if status == ActionStatus::Refused {
+            Kind::Refused
+        } else {
+            Kind::ActionResult
+        };
+        let incident = self
+            .chains
+            .get(&result.action_id)
+            .map(|c| c.finding.id.clone())
+            .unwrap_or_default();
+        let steps: Vec<serde_json::Value> = result
+            .steps
+            .iter()
+            .map(|s| serde_json::json!({ "name": s.name, "ok": s.ok, "duration_ms": s.duration_ms, "output": s.output }))
+            .collect();
+        self.audit(
+            record(kind, now)
+                .host(host)
+                .incident(incident)
+                .body(serde_json::json!({
+                    "action_id": result.action_id,
+                    "status": status.to_string(),
+                    "message": result.message,
+                    "steps": steps,
+                })),
+        )
+        .await;
         let Some(mut chain) = self.chains.remove(&result.action_id) else {
             // A dry-run plan, or a result for an action given up on (or decided before a
             // controller restart): stored by ingest, nothing to advance.
@@ -278,19 +400,19 @@ impl Dispatcher {
         if status == ActionStatus::Succeeded {
             tracing::info!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action succeeded and verified.");
             chain.current += 1;
-            self.advance(chain, now);
+            self.advance(chain, now).await;
         } else {
             tracing::warn!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action did not mend it.");
             let why = format!(
                 "action {} ended {status}: {}",
                 result.action_id, result.message
             );
-            self.give_up(chain, why, now);
+            self.give_up(chain, why, now).await;
         }
     }
 
     /// Gives up the actions whose result did not come in time.
-    fn expire(&mut self, now: UnixMs) {
+    async fn expire(&mut self, now: UnixMs) {
         let late: Vec<String> = self
             .chains
             .iter()
@@ -303,12 +425,20 @@ impl Dispatcher {
                     "no result for action {id} by {}; the host may still be running it",
                     Time(chain.expires_at)
                 );
-                self.give_up(chain, why, now);
+                self.give_up(chain, why, now).await;
             }
         }
     }
 
-    fn escalate(&self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
+    async fn escalate(&self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
+        let mut audited = record(Kind::Escalated, now)
+            .host(&f.host)
+            .incident(&f.id)
+            .body(serde_json::json!({ "why": why }));
+        if let Some(p) = policy {
+            audited = audited.policy(&p.name, p.source.file.digest.to_string());
+        }
+        self.audit(audited).await;
         let policy_name = policy.map(|p| p.name.clone()).unwrap_or_default();
         let escalation = Escalation {
             id: format!("{}@{}/{policy_name}", f.id, f.revision),
@@ -350,6 +480,11 @@ fn log(f: &Finding, d: &Decision<'_>) {
             tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, policy, policy_digest = %digest, decision = d.outcome.id(), detail = %d.outcome, why = ?f.root_cause_detail, "Decided.");
         }
     }
+}
+
+/// A record by the controller itself.
+fn record(kind: Kind, now: UnixMs) -> NewRecord {
+    NewRecord::new(now, kind, "controller")
 }
 
 fn now_ms() -> UnixMs {
