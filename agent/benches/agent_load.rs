@@ -72,7 +72,10 @@ fn main() {
     let outbox = std::fs::read_dir(dir.path().join("outbox"))
         .map(|d| d.count())
         .unwrap_or(0);
-    assert!(outbox > 0, "no finding reached the outbox: the agent did not read the log");
+    assert!(
+        outbox > 0,
+        "no finding reached the outbox: the agent did not read the log"
+    );
     println!("gatemend-agent run, idle 10 s: RSS {idle_rss} kB, CPU {idle_cpu:.1}%");
     println!("outbox entries after the load: {outbox}");
     println!(
@@ -91,7 +94,9 @@ fn line(i: u64) -> String {
             "2026/11/21 01:01:15 [error] 110#110: *{i} open() \"/var/www/html/missing{}.png\" failed (2: No such file or directory), client: 10.0.0.1, server: _, request: \"GET /missing.png HTTP/1.1\", host: \"x\"\n",
             i % 100
         ),
-        _ => format!("2026/11/21 01:01:15 [notice] 110#110: *{i} client 10.0.0.1 closed keepalive connection\n"),
+        _ => format!(
+            "2026/11/21 01:01:15 [notice] 110#110: *{i} client 10.0.0.1 closed keepalive connection\n"
+        ),
     }
 }
 
