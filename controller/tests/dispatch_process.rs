@@ -143,7 +143,10 @@ impl Agent {
         tx.send(AgentMessage {
             body: Some(agent_message::Body::Hello(Hello {
                 host: host.into(),
-                allowed_actions: vec![ActionKind::RestartUnit as i32],
+                allowed_actions: vec![
+                    ActionKind::RestartUnit as i32,
+                    ActionKind::FixSocketOwnership as i32,
+                ],
                 ..Default::default()
             })),
         })
@@ -432,4 +435,71 @@ async fn a_controller_wide_dry_run_asks_for_plans_and_holds_nothing_in_flight() 
         .await
         .expect("a plan");
     assert!(request.dry_run);
+}
+
+const FIX_SOCKET: &str = "policies:
+  - name: fix-socket
+    match: { cause: [upstream_socket_permission], root_cause: [socket_permission] }
+    mode: approve
+    actions: [fix_socket_ownership]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_recorded_in_the_database_is_dispatched_once_when_approved() {
+    use gatemend_controller::approvals::{Approvals, State};
+    use gatemend_controller::audit::Audit;
+
+    let (hook, _posts) = webhook();
+    let (dir, policies) = policy_dir(hook, &[("fix.yaml", FIX_SOCKET)]);
+    let log = dir.path().join("controller.log");
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let addr = free_addr();
+    let _ctl = controller_with(addr, &policies, &log, &["--db", &db]);
+    let mut agent = Agent::connect(addr, "web1").await;
+    agent
+        .send(finding(
+            "web1",
+            "f1",
+            1,
+            Cause::UpstreamSocketPermission,
+            RootCause::SocketPermission,
+        ))
+        .await;
+    wait_log(&log, "decision=\"await_approval\"", 1);
+    // Nothing runs before an operator approves.
+    assert_eq!(agent.next_request(Duration::from_millis(500)).await, None);
+
+    // Approved through the database, as the API (or another controller's) would: the
+    // controller finds it and dispatches it, once.
+    let audit = Audit::open(&db).await.unwrap();
+    let approvals = Approvals::open(audit.pool().clone()).await.unwrap();
+    let pending = approvals.list(Some(State::Pending)).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    // Past its expiry it cannot be approved.
+    assert!(
+        approvals
+            .approve(&pending[0].id, "alice", "late", i64::MAX / 2)
+            .await
+            .is_err()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    approvals
+        .approve(&pending[0].id, "alice", "socket fix reviewed", now)
+        .await
+        .unwrap();
+    let request = agent
+        .next_request(Duration::from_secs(20))
+        .await
+        .expect("the approved action");
+    assert_eq!(request.kind, ActionKind::FixSocketOwnership as i32);
+    assert_eq!(request.socket_path, "/run/php/php8.2-fpm.sock");
+    assert_eq!(
+        agent.next_request(Duration::from_secs(2)).await,
+        None,
+        "dispatched twice"
+    );
+    wait_log(&log, "Approved; dispatching.", 1);
 }

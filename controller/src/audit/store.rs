@@ -192,6 +192,11 @@ impl Audit {
         &self.url
     }
 
+    /// The connection pool, for the other tables that live beside the log (approvals).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Appends a record and returns it with its `seq` and hashes. Durable when it returns
     /// (committed; SQLite fsyncs with synchronous=FULL, PostgreSQL with its default
     /// synchronous_commit=on). Safe from any number of tasks and processes: the chain head is

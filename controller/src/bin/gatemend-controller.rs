@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use gatemend_controller::approvals::Approvals;
 use gatemend_controller::audit::{Audit, Kind, NewRecord};
 use gatemend_controller::decide::Options;
 use gatemend_controller::dispatch::{Dispatcher, Notifier};
@@ -172,8 +173,20 @@ async fn serve<S: FindingSink>(
         }
         None => tracing::warn!("No --state-file: a restart forgets cooldowns and attempts."),
     }
-    if let Some(audit) = audit {
-        dispatcher = dispatcher.with_audit(audit);
+    // Approvals live beside the audit log, in its database.
+    let approvals = match &audit {
+        Some(audit) => Some(
+            Approvals::open(audit.pool().clone())
+                .await
+                .context("opening the approvals")?,
+        ),
+        None => None,
+    };
+    if let Some(audit) = &audit {
+        dispatcher = dispatcher.with_audit(audit.clone());
+    }
+    if let Some(approvals) = &approvals {
+        dispatcher = dispatcher.with_approvals(approvals.clone());
     }
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(

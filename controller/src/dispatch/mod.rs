@@ -35,6 +35,7 @@ pub use error::Unfit;
 pub use state_file::StateFileError;
 pub use webhook::{Escalation, Notifier};
 
+use crate::approvals::{self, Approval, Approvals, NewApproval};
 use crate::audit::{Audit, Kind, NewRecord};
 use crate::decide::{
     self, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
@@ -73,6 +74,43 @@ pub struct Dispatcher {
     state_file: Option<PathBuf>,
     /// The audit log every step is written to (before an action is dispatched), when kept.
     audit: Option<Audit>,
+    /// Pending approvals, when kept.
+    approvals: Option<Approvals>,
+    /// What operators decided, from [`Handle`]s.
+    commands: Option<mpsc::Receiver<Command>>,
+}
+
+/// Operator decisions the web API tells the dispatcher about.
+#[derive(Debug)]
+pub enum Command {
+    /// An approval was approved: look for approvals to dispatch now.
+    Approved,
+}
+
+/// Approved approvals waiting for the dispatcher.
+const COMMAND_QUEUE: usize = 256;
+
+/// Sends operator decisions to the dispatcher. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    /// Tells the dispatcher `approval` was approved: it is claimed and dispatched at once
+    /// instead of at the dispatcher's next tick. False when the dispatcher has stopped.
+    pub async fn approved(&self, approval: Approval) -> bool {
+        tracing::debug!(approval = %approval.id, "Approval handed to the dispatcher.");
+        self.tx.send(Command::Approved).await.is_ok()
+    }
+}
+
+/// The next command, or never when there is no command channel.
+async fn next_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Dispatcher {
@@ -91,6 +129,8 @@ impl Dispatcher {
             chains: HashMap::new(),
             state_file: None,
             audit: None,
+            approvals: None,
+            commands: None,
         }
     }
 
@@ -136,15 +176,38 @@ impl Dispatcher {
     /// Runs until the ingest stage is gone.
     pub async fn run(mut self, mut events: mpsc::Receiver<Ingested>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut commands = self.commands.take();
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event, now_ms()).await,
                     None => return,
                 },
-                _ = tick.tick() => self.expire(now_ms()).await,
+                // An approval given here wakes the dispatcher at once; one given through another
+                // controller is found at the next tick. Either way it is claimed first.
+                Some(Command::Approved) = next_command(&mut commands) => {
+                    self.dispatch_approved(now_ms()).await;
+                }
+                _ = tick.tick() => {
+                    self.expire(now_ms()).await;
+                    self.expire_approvals(now_ms()).await;
+                    self.dispatch_approved(now_ms()).await;
+                }
             }
         }
+    }
+
+    /// A handle to tell this dispatcher what operators decided (the web API holds one).
+    pub fn handle(&mut self) -> Handle {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        self.commands = Some(rx);
+        Handle { tx }
+    }
+
+    /// Keeps approvals in `approvals` (pending, with expiry; decided exactly once).
+    pub fn with_approvals(mut self, approvals: Approvals) -> Dispatcher {
+        self.approvals = Some(approvals);
+        self
     }
 
     async fn on_event(&mut self, event: Ingested, now: UnixMs) {
@@ -227,29 +290,150 @@ impl Dispatcher {
             Outcome::Escalate { why } => {
                 self.escalate(&f, Some(policy), why.to_string(), now).await;
             }
-            Outcome::AwaitApproval => {
-                // The approval request reaches a human the way escalations do; approving is
-                // served by the audit and API stage (issue #7).
-                let actions: Vec<String> = policy.actions.iter().map(ToString::to_string).collect();
-                let why = format!(
-                    "approval needed to run {}: {}",
-                    actions.join(", "),
-                    f.root_cause_detail
-                );
-                self.audit(
-                    record(Kind::ApprovalRequested, now)
-                        .host(&f.host)
-                        .incident(&f.id)
-                        .policy(&policy.name, policy.source.file.digest.to_string())
-                        .body(serde_json::json!({ "actions": actions, "why": why })),
-                )
-                .await;
-                self.escalate(&f, Some(policy), why, now).await;
-            }
+            Outcome::AwaitApproval => self.request_approval(&f, policy, now).await,
             Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {}
         }
         if remember {
             self.persist();
+        }
+    }
+
+    /// Records a pending approval (when approvals are kept) and tells a human, the way
+    /// escalations do.
+    async fn request_approval(&mut self, f: &Finding, policy: &Policy, now: UnixMs) {
+        let actions: Vec<String> = policy.actions.iter().map(ToString::to_string).collect();
+        let mut why = format!(
+            "approval needed to run {}: {}",
+            actions.join(", "),
+            f.root_cause_detail
+        );
+        let mut id = None;
+        if let Some(approvals) = &self.approvals {
+            let new = NewApproval {
+                finding: f.clone(),
+                policy: policy.name.clone(),
+                policy_digest: policy.source.file.digest.to_string(),
+                actions: actions.clone(),
+                why: why.clone(),
+                expires_in: approvals::DEFAULT_EXPIRY,
+            };
+            match approvals.request(new, now).await {
+                Ok(approval) => {
+                    why = format!(
+                        "{why} (approval {}: `gatemend approvals approve {} --reason ...`, expires {})",
+                        approval.id,
+                        approval.id,
+                        Time(approval.expires_at)
+                    );
+                    id = Some(approval.id);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Could not record the approval request.");
+                    why = format!("{why} (the approval could not be recorded: {e})");
+                }
+            }
+        }
+        self.audit(
+            record(Kind::ApprovalRequested, now)
+                .host(&f.host)
+                .incident(&f.id)
+                .policy(&policy.name, policy.source.file.digest.to_string())
+                .body(serde_json::json!({ "approval": id, "actions": actions, "why": why })),
+        )
+        .await;
+        self.escalate(f, Some(policy), why, now).await;
+    }
+
+    /// An operator approved: the guards that protect the fleet are asked again (what was true
+    /// when the approval was requested may not be now), then the policy's actions run. The
+    /// cooldown is not asked: the request itself started it.
+    async fn on_approved(&mut self, approval: Approval, now: UnixMs) {
+        let set = Arc::clone(&self.policies.borrow());
+        let f = approval.finding.clone();
+        let Some(policy) = set.get(&approval.policy) else {
+            let why = format!(
+                "approval {} was given, but policy {} no longer exists; nothing runs",
+                approval.id, approval.policy
+            );
+            return self.escalate(&f, None, why, now).await;
+        };
+        let verdicts = decide::judge(policy, &f, &self.state, now, self.options).verdicts;
+        let held = verdicts.and_then(|v| {
+            if matches!(v.storm, decide::StormVerdict::Storm { .. }) {
+                Some("a storm of this cause is on")
+            } else if v.busy == decide::BusyVerdict::Busy {
+                Some("the host already has an action in flight")
+            } else if matches!(v.fleet, decide::FleetVerdict::Full { .. }) {
+                Some("the fleet-wide limit of hosts in flight is reached")
+            } else if matches!(v.attempts, decide::AttemptsVerdict::Exhausted { .. }) {
+                Some("max_attempts is reached on this host")
+            } else {
+                None
+            }
+        });
+        if let Some(held) = held {
+            let why = format!(
+                "approval {} was given, but {held}; nothing runs now",
+                approval.id
+            );
+            return self.escalate(&f, Some(policy), why, now).await;
+        }
+        tracing::info!(host = %f.host, finding = %f.id, approval = %approval.id, by = approval.decided_by.as_deref().unwrap_or(""), policy = %policy.name, "Approved; dispatching.");
+        if self.options.dry_run {
+            self.dry_run(&f, policy);
+        } else {
+            self.execute(f, policy.clone(), now).await;
+        }
+        self.persist();
+    }
+
+    /// Dispatches the approved approvals of the hosts connected here, each claimed first so
+    /// that it runs once whichever controller sees it.
+    async fn dispatch_approved(&mut self, now: UnixMs) {
+        let Some(approvals) = self.approvals.clone() else {
+            return;
+        };
+        let waiting = match approvals.undispatched().await {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::error!(error = %e, "Could not read the approved approvals.");
+                return;
+            }
+        };
+        for approval in waiting {
+            if !self.fleet.host(&approval.host).is_some_and(|h| h.online) {
+                continue;
+            }
+            match approvals.claim(&approval.id, now).await {
+                Ok(true) => self.on_approved(approval, now).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(approval = %approval.id, error = %e, "Could not claim an approval.")
+                }
+            }
+        }
+    }
+
+    /// Expires the approvals nobody decided in time.
+    async fn expire_approvals(&mut self, now: UnixMs) {
+        let Some(approvals) = &self.approvals else {
+            return;
+        };
+        match approvals.expire_due(now).await {
+            Ok(expired) => {
+                for a in expired {
+                    tracing::warn!(host = %a.host, approval = %a.id, policy = %a.policy, "Approval expired; nothing runs.");
+                    self.audit(
+                        record(Kind::Expired, now)
+                            .host(&a.host)
+                            .incident(&a.incident)
+                            .policy(&a.policy, &a.policy_digest)
+                            .body(serde_json::json!({ "approval": a.id })),
+                    )
+                    .await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "Could not expire approvals."),
         }
     }
 
