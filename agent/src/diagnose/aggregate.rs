@@ -80,7 +80,11 @@ impl Aggregator {
         f.count += 1;
         f.first_seen = f.first_seen.min(at);
         f.last_seen = f.last_seen.max(at);
-        apply(f, d);
+        // A line logged just after the fault was mended meets probes that are healthy again
+        // and can only say `unknown`: it adds to the count, it does not erase the diagnosis.
+        if f.count == 1 || d.root_cause != RootCause::Unknown {
+            apply(f, d);
+        }
         let text = evidence_line(raw);
         if f.evidence.lines.len() < EVIDENCE_LINES / 2 {
             f.evidence.lines.push(text);
