@@ -16,6 +16,9 @@ packages=(systemd-container debootstrap iproute2 util-linux gcc libc6-dev)
 #   postgresql: the audit log's PostgreSQL backend, tested against a real server that the
 #   tests (controller/tests/audit_postgres.rs) initdb and start themselves (issue 7)
 packages+=(postgresql)
+#   chromium, chromium-driver: the review UI's browser test (controller/tests/web_browser.rs)
+#   drives a real headless Chromium over WebDriver (issue 7)
+packages+=(chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,3 +9,4 @@ pub mod dispatch;
 pub mod ingest;
 pub mod pki;
 pub mod policy;
+pub mod web;

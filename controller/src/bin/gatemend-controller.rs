@@ -19,6 +19,7 @@ use gatemend_controller::ingest::{
 use gatemend_controller::pki;
 use gatemend_controller::policy::reload::Reload;
 use gatemend_controller::policy::{self, PolicySet};
+use gatemend_controller::web::{self, Tokens, Web};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,14 @@ struct Cli {
     /// restarted controller forgets what it did and may act again on an incident it is mending.
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Serve the review UI, the operator API (`/api/v1/`) and `/metrics` on this address.
+    /// Plain HTTP: keep it on loopback or behind a TLS proxy. Needs --tokens.
+    #[arg(long, requires = "tokens")]
+    http_listen: Option<SocketAddr>,
+    /// The operators who may use the UI and API: YAML, token hashes only (`gatemend tokens
+    /// new` prints an entry).
+    #[arg(long, requires = "http_listen")]
+    tokens: Option<PathBuf>,
 }
 
 /// Ingest events waiting for the decision stage.
@@ -188,13 +197,38 @@ async fn serve<S: FindingSink>(
     if let Some(approvals) = &approvals {
         dispatcher = dispatcher.with_approvals(approvals.clone());
     }
+    // The review UI and API (issue 7) hand approved approvals to the dispatcher through this.
+    let dispatch = dispatcher.handle();
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
         fleet.clone(),
         limits.heartbeat_timeout,
         forward.clone(),
     ));
+    let web_fleet = fleet.clone();
     let service = LinkService::new(fleet, sink, forward, limits, auth);
+    if let Some(addr) = cli.http_listen {
+        let tokens = match &cli.tokens {
+            Some(path) => Tokens::load(path).context("loading the operator tokens")?,
+            None => Tokens::default(),
+        };
+        let mut ui = Web::builder(web_fleet, tokens)
+            .ingest_stats(service.stats())
+            .dispatcher(dispatch);
+        if let Some(audit) = audit {
+            ui = ui.audit(audit);
+        }
+        if let Some(approvals) = approvals {
+            ui = ui.approvals(approvals);
+        }
+        let listener = web::bind(addr).await?;
+        tracing::info!(listen = %addr, "Serving the review UI and API.");
+        tokio::spawn(async move {
+            if let Err(e) = web::serve(listener, ui.build(), std::future::pending()).await {
+                tracing::error!(error = %e, "The review UI stopped.");
+            }
+        });
+    }
     let mut listeners = Vec::with_capacity(cli.listen.len());
     for addr in &cli.listen {
         listeners.push(ingest::bind(*addr).await?);

@@ -29,6 +29,16 @@ enum Command {
         #[command(subcommand)]
         command: cli::audit::AuditCommand,
     },
+    /// List, approve and deny pending actions through the controller's API.
+    Approvals {
+        #[command(subcommand)]
+        command: cli::approvals::ApprovalsCommand,
+    },
+    /// Make operator tokens for the controller's review UI and API.
+    Tokens {
+        #[command(subcommand)]
+        command: cli::tokens::TokensCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +65,12 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             })
+            .map_err(Into::into),
+        Command::Approvals { command } => cli::approvals::run(command)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Tokens { command } => cli::tokens::run(command)
+            .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
     };
     match result {

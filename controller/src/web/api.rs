@@ -1,0 +1,391 @@
+//! `/api/v1/`: JSON for everything the pages show and do. Bearer tokens only (no cookies), so
+//! a browser on another site cannot make these requests on an operator's behalf.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::approve::{self, Verdict};
+use super::incidents::{IncidentSummary, Summaries};
+use super::{Operator, Role, Web, parse_time};
+use crate::approvals::{Approval, State as ApprovalState};
+use crate::audit::{Filter, Kind, Record, Verification, now_ms};
+
+/// Records an audit search returns unless told otherwise.
+pub const DEFAULT_AUDIT_LIMIT: u64 = 1_000;
+/// The incidents list covers this far back unless told otherwise.
+pub const DEFAULT_INCIDENT_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub(super) fn routes() -> axum::Router<Web> {
+    axum::Router::new()
+        .route("/whoami", get(whoami))
+        .route("/fleet", get(fleet))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}", get(incident))
+        .route("/audit", get(audit))
+        .route("/audit/verify", get(verify))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}", get(approval))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/deny", post(deny))
+}
+
+/// An API failure: its status and a message for the operator, as `{"error": "..."}`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn no_audit() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller keeps no audit log (start it with --db)",
+        )
+    }
+
+    pub fn internal(what: &str, e: &dyn std::error::Error) -> ApiError {
+        tracing::error!(error = %e, what, "Review UI request failed.");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {e}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The operator behind the request's bearer token, with at least `needed`.
+pub(super) fn authorize(
+    web: &Web,
+    headers: &HeaderMap,
+    needed: Role,
+    to: &str,
+) -> Result<Operator, ApiError> {
+    let Some(operator) = web.bearer(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an operator token is required: Authorization: Bearer <token>",
+        ));
+    };
+    operator
+        .may(needed, to)
+        .map_err(|why| ApiError::new(StatusCode::FORBIDDEN, why))?;
+    Ok(operator)
+}
+
+async fn whoami(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Operator>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read").map(Json)
+}
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct HostJson {
+    pub host: String,
+    pub online: bool,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub allowed_actions: Vec<String>,
+    pub last_heartbeat_unix_ms: Option<i64>,
+    pub silent_for_ms: u64,
+    pub open_findings: Vec<String>,
+}
+
+pub(super) fn fleet_view(web: &Web) -> Vec<HostJson> {
+    let mut hosts: Vec<HostJson> = web
+        .fleet()
+        .hosts()
+        .into_iter()
+        .map(|h| HostJson {
+            host: h.host,
+            online: h.online,
+            labels: h.labels,
+            agent_version: h.agent_version,
+            allowed_actions: h.allowed_actions.iter().map(ToString::to_string).collect(),
+            last_heartbeat_unix_ms: h.last_heartbeat_unix_ms,
+            silent_for_ms: u64::try_from(h.silent_for.as_millis()).unwrap_or(u64::MAX),
+            open_findings: h.open_findings.into_iter().collect(),
+        })
+        .collect();
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    hosts
+}
+
+async fn fleet(
+    State(web): State<Web>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<HostJson>>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    Ok(Json(fleet_view(&web)))
+}
+
+/// `?host=&since=&until=` of the incidents list (times: unix ms or RFC 3339).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct IncidentQuery {
+    pub host: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// Incidents with activity in the window (the last 7 days unless `since` says otherwise).
+pub(super) async fn incident_list(
+    web: &Web,
+    q: &IncidentQuery,
+) -> Result<Vec<IncidentSummary>, ApiError> {
+    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
+    let since = parse_time(q.since.as_deref().unwrap_or(""))
+        .map_err(ApiError::bad_request)?
+        .unwrap_or_else(|| now_ms().saturating_sub(DEFAULT_INCIDENT_WINDOW_MS));
+    let filter = Filter {
+        host: q.host.clone().filter(|h| !h.is_empty()),
+        since: Some(since),
+        until: parse_time(q.until.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?,
+        ..Filter::default()
+    };
+    // Streamed: only the summaries are held, however many records the window has.
+    let mut summaries = Summaries::default();
+    let mut records = audit.records(&filter);
+    while let Some(r) = records
+        .try_next()
+        .await
+        .map_err(|e| ApiError::internal("reading the audit log", &e))?
+    {
+        summaries.add(&r);
+    }
+    Ok(summaries.into_list())
+}
+
+async fn incidents(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<IncidentQuery>,
+) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    incident_list(&web, &q).await.map(Json)
+}
+
+/// One incident's records, in seq order.
+pub(super) async fn timeline(web: &Web, id: &str) -> Result<Vec<Record>, ApiError> {
+    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
+    let records = audit
+        .query(&Filter {
+            incident: Some(id.to_owned()),
+            ..Filter::default()
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the audit log", &e))?;
+    if records.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no audit records for incident {id:?}"),
+        ));
+    }
+    Ok(records)
+}
+
+#[derive(Debug, Serialize)]
+struct Timeline {
+    incident: String,
+    records: Vec<Record>,
+}
+
+async fn incident(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    let records = timeline(&web, &id).await?;
+    Ok(Json(
+        serde_json::to_value(Timeline {
+            incident: id,
+            records,
+        })
+        .unwrap_or_default(),
+    ))
+}
+
+/// `?host=&incident=&kind=&since=&until=&limit=` of an audit search.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct AuditQuery {
+    pub host: Option<String>,
+    pub incident: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<String>,
+}
+
+impl AuditQuery {
+    pub fn filter(&self) -> Result<Filter, ApiError> {
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let kind = match text(&self.kind) {
+            Some(k) => Some(
+                k.parse::<Kind>()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let limit = match text(&self.limit) {
+            Some(l) => l
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a count")))?,
+            None => DEFAULT_AUDIT_LIMIT,
+        };
+        Ok(Filter {
+            host: text(&self.host),
+            incident: text(&self.incident),
+            kind,
+            since: parse_time(self.since.as_deref().unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+            until: parse_time(self.until.as_deref().unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+            limit: Some(limit),
+        })
+    }
+}
+
+pub(super) async fn audit_search(web: &Web, q: &AuditQuery) -> Result<Vec<Record>, ApiError> {
+    let filter = q.filter()?;
+    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
+    audit
+        .query(&filter)
+        .await
+        .map_err(|e| ApiError::internal("reading the audit log", &e))
+}
+
+async fn audit(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<Record>>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    audit_search(&web, &q).await.map(Json)
+}
+
+/// Recomputes the chain (reads every record: admins only).
+async fn verify(
+    State(web): State<Web>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&web, &headers, Role::Admin, "verify the audit chain")?;
+    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
+    let verification = audit
+        .verify()
+        .await
+        .map_err(|e| ApiError::internal("verifying the audit log", &e))?;
+    Ok(Json(match verification {
+        Verification::Intact { records } => {
+            serde_json::json!({ "intact": true, "records": records })
+        }
+        Verification::Broken(broken) => {
+            serde_json::json!({ "intact": false, "seq": broken.seq, "why": broken.why })
+        }
+    }))
+}
+
+/// `?state=pending|approved|denied|expired|all` (default pending).
+#[derive(Debug, Default, Deserialize)]
+struct ApprovalsQuery {
+    state: Option<String>,
+}
+
+async fn approvals(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<Json<Vec<Approval>>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    let state = match q.state.as_deref().unwrap_or("pending") {
+        "pending" => Some(ApprovalState::Pending),
+        "approved" => Some(ApprovalState::Approved),
+        "denied" => Some(ApprovalState::Denied),
+        "expired" => Some(ApprovalState::Expired),
+        "all" => None,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "state {other:?}: expected pending, approved, denied, expired or all"
+            )));
+        }
+    };
+    approve::list(&web, state).await.map(Json)
+}
+
+async fn approval(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Approval>, ApiError> {
+    authorize(&web, &headers, Role::Viewer, "read")?;
+    approve::get(&web, &id).await.map(Json)
+}
+
+/// The body of approve and deny.
+#[derive(Debug, Default, Deserialize)]
+pub struct DecideBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn approve(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<DecideBody>>,
+) -> Result<Json<Approval>, ApiError> {
+    decide(web, headers, id, body, Verdict::Approve).await
+}
+
+async fn deny(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<DecideBody>>,
+) -> Result<Json<Approval>, ApiError> {
+    decide(web, headers, id, body, Verdict::Deny).await
+}
+
+async fn decide(
+    web: Web,
+    headers: HeaderMap,
+    id: String,
+    body: Option<Json<DecideBody>>,
+    verdict: Verdict,
+) -> Result<Json<Approval>, ApiError> {
+    // Authenticated first: an anonymous caller learns nothing, not even what the body lacks.
+    let operator = authorize(&web, &headers, Role::Viewer, "read")?;
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    approve::decide(&web, &operator, &id, verdict, &reason)
+        .await
+        .map(Json)
+}

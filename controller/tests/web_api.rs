@@ -1,0 +1,523 @@
+//! The operator API, the login form, CSRF and /metrics of the real controller binary (with
+//! --http-listen, --tokens, --db on SQLite): an approval made real by a raw agent stream is
+//! refused to a viewer, approved exactly once by an approver, dispatched and audited with the
+//! operator's name; forms without the session's CSRF token or from another origin are refused.
+
+// Test helpers panic by design: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod web_support;
+
+use std::time::Duration;
+
+use web_support::{Agent, Controller, client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_requests_without_a_valid_token() {
+    let ctl = Controller::start();
+    for path in [
+        "/api/v1/fleet",
+        "/api/v1/incidents",
+        "/api/v1/approvals",
+        "/api/v1/audit?kind=finding",
+        "/metrics",
+    ] {
+        let response = client().get(ctl.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path} without a token");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer",
+            "{path} says how to authenticate"
+        );
+        let (status, _) = ctl.get("gm_not_a_token", path).await;
+        assert_eq!(status, 401, "{path} with an unknown token");
+    }
+    // No anonymous writes, whatever the body.
+    let response = client()
+        .post(ctl.url("/api/v1/approvals/abc/approve"))
+        .json(&serde_json::json!({ "reason": "sure" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    // A token in the URL is not a token.
+    let response = client()
+        .get(ctl.url(&format!("/api/v1/fleet?token={}", ctl.alice)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+
+    let (status, me) = ctl.get(&ctl.vera, "/api/v1/whoami").await;
+    assert_eq!(
+        (status, me["name"].as_str(), me["role"].as_str()),
+        (200, Some("vera"), Some("viewer"))
+    );
+    // Verifying the whole chain is for admins.
+    let (status, body) = ctl.get(&ctl.alice, "/api/v1/audit/verify").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = ctl.get(&ctl.root, "/api/v1/audit/verify").await;
+    assert_eq!(
+        (status, body["intact"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_approve_an_approver_approves_once_and_the_action_runs_and_is_audited() {
+    let ctl = Controller::start();
+    let mut agent = Agent::connect(ctl.grpc, "web1").await;
+    agent.report_fpm_down("web1", "f1").await;
+    let pending = ctl.pending_approval().await;
+    let id = pending["id"].as_str().unwrap().to_owned();
+    assert_eq!(pending["host"], "web1");
+    assert_eq!(pending["incident"], "f1");
+    assert_eq!(pending["actions"], serde_json::json!(["restart_unit"]));
+    // Nothing runs before someone approves.
+    assert_eq!(agent.next_request(Duration::from_millis(500)).await, None);
+
+    let approve = format!("/api/v1/approvals/{id}/approve");
+    let (status, body) = ctl
+        .post(
+            &ctl.vera,
+            &approve,
+            serde_json::json!({ "reason": "looks right" }),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "vera is a viewer; to approve needs the approver role"
+    );
+    let (status, body) = ctl
+        .post(&ctl.alice, &approve, serde_json::json!({ "reason": "  " }))
+        .await;
+    assert_eq!(status, 400, "a reason is required: {body}");
+    let (status, body) = ctl
+        .post(
+            &ctl.alice,
+            "/api/v1/approvals/000000000000/approve",
+            serde_json::json!({ "reason": "x" }),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (_, still) = ctl.get(&ctl.vera, &format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(still["state"], "pending", "refusals decide nothing");
+
+    let (status, body) = ctl
+        .post(
+            &ctl.alice,
+            &approve,
+            serde_json::json!({ "reason": "php-fpm is down, restart it" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "approved");
+    assert_eq!(body["decided_by"], "alice");
+    // Exactly once: a second approval (or a denial) is a conflict naming who decided.
+    let (status, body) = ctl
+        .post(
+            &ctl.root,
+            &approve,
+            serde_json::json!({ "reason": "me too" }),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("alice"), "{body}");
+    let (status, _) = ctl
+        .post(
+            &ctl.root,
+            &format!("/api/v1/approvals/{id}/deny"),
+            serde_json::json!({ "reason": "no" }),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let request = agent
+        .next_request(Duration::from_secs(20))
+        .await
+        .expect("the approved action is dispatched");
+    assert_eq!(request.unit, "php8.2-fpm.service");
+    assert_eq!(
+        agent.next_request(Duration::from_millis(500)).await,
+        None,
+        "once"
+    );
+    agent
+        .succeed("web1", &request, "Restart php8.2-fpm.service: done")
+        .await;
+
+    let records = ctl.wait_timeline("f1", "action_result").await;
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    assert!(at("finding") < at("decision"));
+    assert!(at("decision") < at("approval_requested"));
+    assert!(at("approval_requested") < at("approved"));
+    assert!(at("approved") < at("action_dispatched"));
+    assert!(at("action_dispatched") < at("action_result"));
+    let approved = &records[at("approved")];
+    assert_eq!(approved["actor"], "alice");
+    assert_eq!(approved["body"]["reason"], "php-fpm is down, restart it");
+    let result = &records[at("action_result")];
+    assert_eq!(result["body"]["status"], "succeeded");
+    assert_eq!(
+        result["body"]["steps"][0]["output"],
+        "Restart php8.2-fpm.service: done"
+    );
+
+    // The audit search finds the approval by kind, and the fleet and incidents list show it.
+    let (status, found) = ctl
+        .get(&ctl.vera, "/api/v1/audit?kind=approved&host=web1")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    let (_, fleet) = ctl.get(&ctl.vera, "/api/v1/fleet").await;
+    assert_eq!(fleet[0]["host"], "web1");
+    assert_eq!(fleet[0]["online"], true);
+    assert_eq!(fleet[0]["labels"]["role"], "web");
+    let (_, incidents) = ctl.get(&ctl.vera, "/api/v1/incidents").await;
+    assert_eq!(incidents[0]["incident"], "f1");
+    assert_eq!(incidents[0]["status"], "action_result");
+    let (status, body) = ctl.get(&ctl.vera, "/api/v1/audit?kind=nonsense").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Logs in through the form; returns the session cookie (`name=value`).
+async fn login(ctl: &Controller, token: &str) -> String {
+    let response = client()
+        .post(ctl.url("/login"))
+        .header("origin", format!("http://{}", ctl.http))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(response.headers()["location"], "/fleet");
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    assert!(!set.contains(token), "the session is not the token");
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// A page as the session sees it: status and HTML.
+async fn page(ctl: &Controller, cookie: &str, path: &str) -> (u16, String) {
+    let response = client()
+        .get(ctl.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=csrf value=\"").expect("a CSRF field") + "name=csrf value=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_login_needs_a_known_token_and_forms_need_the_sessions_csrf_token_and_origin() {
+    let ctl = Controller::start();
+    let agent = Agent::connect(ctl.grpc, "web1").await;
+    agent.report_fpm_down("web1", "f1").await;
+    let id = ctl.pending_approval().await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Pages without a session go to the login form; a wrong token does not log in.
+    let (status, _) = page(&ctl, "", "/approvals").await;
+    assert_eq!(status, 303);
+    let response = client()
+        .post(ctl.url("/login"))
+        .header("origin", format!("http://{}", ctl.http))
+        .form(&[("token", "gm_wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers().get("set-cookie").is_none());
+    // A login posted from another site is refused (login CSRF).
+    let response = client()
+        .post(ctl.url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("token", ctl.alice.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+
+    let cookie = login(&ctl, &ctl.alice).await;
+    let (status, html) = page(&ctl, &cookie, "/approvals").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&id), "the pending approval is listed");
+    assert!(html.contains("alice (approver)"));
+    let csrf = csrf_of(&html);
+    let origin = format!("http://{}", ctl.http);
+    let approve = ctl.url(&format!("/approvals/{id}/approve"));
+    let post = |csrf: String, origin: Option<String>, cookie: String| {
+        let approve = approve.clone();
+        async move {
+            let mut request = client().post(approve).header("cookie", cookie);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let response = request
+                .form(&[("csrf", csrf.as_str()), ("reason", "restart it")])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let (status, html) = post("0".repeat(64), Some(origin.clone()), cookie.clone()).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("CSRF token does not match"), "{html}");
+    let (status, html) = post(
+        csrf.clone(),
+        Some("http://evil.example".into()),
+        cookie.clone(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(html.contains("not from this UI"), "{html}");
+    let (status, _) = post(csrf.clone(), None, cookie.clone()).await;
+    assert_eq!(status, 403, "neither Origin nor Referer");
+    let (status, _) = post(csrf.clone(), Some(origin.clone()), String::new()).await;
+    assert_eq!(status, 303, "no session: to the login form");
+    let (_, still) = ctl.get(&ctl.vera, &format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(
+        still["state"], "pending",
+        "no refused form decided anything"
+    );
+
+    // A viewer's session, with its own valid CSRF token, is refused with the reason.
+    let viewer = login(&ctl, &ctl.vera).await;
+    let (_, html) = page(&ctl, &viewer, "/approvals").await;
+    let (status, html) = post(csrf_of(&html), Some(origin.clone()), viewer).await;
+    assert_eq!(status, 403);
+    assert!(
+        html.contains("vera is a viewer; to approve needs the approver role"),
+        "{html}"
+    );
+
+    let (status, _) = post(csrf, Some(origin.clone()), cookie.clone()).await;
+    assert_eq!(status, 303);
+    let (_, done) = ctl.get(&ctl.vera, &format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(
+        (done["state"].as_str(), done["decided_by"].as_str()),
+        (Some("approved"), Some("alice"))
+    );
+
+    // Logging out ends the session server-side.
+    let (_, html) = page(&ctl, &cookie, "/fleet").await;
+    let response = client()
+        .post(ctl.url("/logout"))
+        .header("cookie", cookie.as_str())
+        .header("origin", origin)
+        .form(&[("csrf", csrf_of(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    let (status, _) = page(&ctl, &cookie, "/fleet").await;
+    assert_eq!(status, 303, "the old cookie no longer works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_with_the_fleet_findings_and_approvals() {
+    let ctl = Controller::start();
+    let agent = Agent::connect(ctl.grpc, "web1").await;
+    agent.report_fpm_down("web1", "f1").await;
+    ctl.pending_approval().await;
+    let response = client()
+        .get(ctl.url("/metrics"))
+        .bearer_auth(&ctl.vera)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            typed.contains(name) || typed.contains(base),
+            "{name} has no TYPE before it"
+        );
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "{line}");
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    assert_eq!(samples["gatemend_agents_online"], 1.0, "{text}");
+    assert_eq!(samples["gatemend_approvals_pending"], 1.0, "{text}");
+    assert_eq!(
+        samples["gatemend_findings_total{result=\"new\"}"], 1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_cli_lists_and_approves_with_a_token_from_the_environment_or_a_file() {
+    let ctl = Controller::start();
+    let mut agent = Agent::connect(ctl.grpc, "web1").await;
+    agent.report_fpm_down("web1", "f1").await;
+    let id = ctl.pending_approval().await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let controller = ctl.url("");
+    let gatemend = |args: &[&str], token: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gatemend"));
+        c.arg("approvals")
+            .args(args)
+            .args(["--controller", &controller]);
+        c.env_remove("GATEMEND_TOKEN");
+        if let Some(t) = token {
+            c.env("GATEMEND_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = gatemend(&["list"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEMEND_TOKEN"));
+
+    let out = gatemend(&["list"], Some(&ctl.vera));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&id) && table.contains("web1") && table.contains("restart_unit"),
+        "{table}"
+    );
+
+    let out = gatemend(&["approve", &id, "--reason", "go"], Some(&ctl.vera));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("403") && err.contains("vera is a viewer"),
+        "{err}"
+    );
+
+    let token_file = ctl.dir.path().join("alice.token");
+    std::fs::write(&token_file, format!("{}\n", ctl.alice)).unwrap();
+    let out = gatemend(
+        &[
+            "approve",
+            &id,
+            "--reason",
+            "go",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("approved {id}")));
+    agent
+        .next_request(Duration::from_secs(20))
+        .await
+        .expect("dispatched after the CLI approved");
+
+    let out = gatemend(&["deny", &id, "--reason", "late"], Some(&ctl.alice));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+    let out = gatemend(&["list", "--state", "approved", "--json"], Some(&ctl.vera));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["decided_by"], "alice");
+}
+
+#[test]
+fn a_tokens_file_with_a_bad_entry_stops_the_controller_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let good = web_support::token_new("alice", "approver");
+    std::fs::write(
+        &tokens,
+        format!(
+            "tokens:\n{}\n  - {{ name: bob, role: viewer, token_sha256: gm_plaintext_token }}\n",
+            good.line
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
+        .args([
+            "--insecure",
+            "--listen",
+            &web_support::free_addr().to_string(),
+        ])
+        .args([
+            "--http-listen",
+            &web_support::free_addr().to_string(),
+            "--tokens",
+        ])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokens[1].token_sha256: must be 64 hex digits"),
+        "{err}"
+    );
+    // --http-listen without --tokens is refused by the argument parser.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
+        .args(["--insecure", "--http-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tokens"));
+}

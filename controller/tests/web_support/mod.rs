@@ -1,0 +1,320 @@
+//! The review UI's tests share this: the real controller binary with --http-listen, --tokens
+//! (made by the real `gatemend tokens new`), --db on SQLite and an approve-mode policy; a raw
+//! gRPC stream posing as an agent; and an HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gatemend_proto::v1::link_client::LinkClient;
+use gatemend_proto::v1::{
+    ActionRequest, ActionResult, AgentMessage, ControllerMessage, Finding, Hello, agent_message,
+    controller_message,
+};
+use gatemend_proto::{ActionKind, ActionStatus, Cause, RootCause};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Restarting php-fpm when it is down, after an operator approves.
+pub const APPROVE_RESTART: &str = "policies:
+  - name: restart-approved
+    match: { cause: [upstream_socket_missing], root_cause: [service_down], unit: ['php*-fpm.service'] }
+    mode: approve
+    actions: [restart_unit]
+    verify: { timeout: 5s }
+    guards: { fleet: { max_concurrent: 5, max_percent: 100 } }
+";
+
+/// A child process killed when the test ends, however it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// An operator's token as `gatemend tokens new` prints it, and its tokens-file line.
+pub struct Made {
+    pub token: String,
+    pub line: String,
+}
+
+/// Runs the real `gatemend tokens new`.
+pub fn token_new(name: &str, role: &str) -> Made {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatemend"))
+        .args(["tokens", "new", "--name", name, "--role", role])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let token = lines.next().unwrap().to_owned();
+    let line = lines.next().unwrap().to_owned();
+    Made { token, line }
+}
+
+/// The controller under test, with its operators.
+pub struct Controller {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    pub db: String,
+    /// approver
+    pub alice: String,
+    /// viewer
+    pub vera: String,
+    /// admin
+    pub root: String,
+}
+
+impl Controller {
+    pub fn start() -> Controller {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("restart.yaml"), APPROVE_RESTART).unwrap();
+        let alice = token_new("alice", "approver");
+        let vera = token_new("vera", "viewer");
+        let root = token_new("root", "admin");
+        let tokens = dir.path().join("tokens.yaml");
+        std::fs::write(
+            &tokens,
+            format!("tokens:\n{}\n{}\n{}\n", alice.line, vera.line, root.line),
+        )
+        .unwrap();
+        let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let log = dir.path().join("controller.log");
+        let grpc = free_addr();
+        let http = free_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
+            .args(["--listen", &grpc.to_string(), "--insecure", "--policies"])
+            .arg(&policies)
+            .args(["--db", &db, "--http-listen", &http.to_string(), "--tokens"])
+            .arg(&tokens)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(http).is_err()
+            || std::net::TcpStream::connect(grpc).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the controller did not listen; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Controller {
+            proc,
+            grpc,
+            http,
+            dir,
+            log,
+            db,
+            alice: alice.token,
+            vera: vera.token,
+            root: root.token,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET an API path as the holder of `token`; the status and the JSON body.
+    pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let response = client()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// POST JSON to an API path as the holder of `token`.
+    pub async fn post(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = client()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Waits until a pending approval exists; returns the first.
+    pub async fn pending_approval(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, list) = self.get(&self.vera, "/api/v1/approvals").await;
+            assert_eq!(status, 200, "{list}");
+            if let Some(first) = list.as_array().and_then(|l| l.first()) {
+                return first.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no pending approval appeared; the controller's log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the incident's timeline holds a record of `kind`; returns the records.
+    pub async fn wait_timeline(&self, incident: &str, kind: &str) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, t) = self
+                .get(&self.vera, &format!("/api/v1/incidents/{incident}"))
+                .await;
+            if status == 200 {
+                let records = t["records"].as_array().cloned().unwrap_or_default();
+                if records.iter().any(|r| r["kind"] == kind) {
+                    return records;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the timeline of {incident} never got a {kind} record; the controller's log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A client that does not follow redirects (the tests look at them).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A raw gRPC stream posing as an agent.
+pub struct Agent {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<ControllerMessage>,
+}
+
+impl Agent {
+    pub async fn connect(addr: SocketAddr, host: &str) -> Agent {
+        let mut client = LinkClient::connect(format!("http://{addr}")).await.unwrap();
+        let (tx, rx) = mpsc::channel(100);
+        tx.send(AgentMessage {
+            body: Some(agent_message::Body::Hello(Hello {
+                host: host.into(),
+                allowed_actions: vec![ActionKind::RestartUnit as i32],
+                labels: [("role".to_owned(), "web".to_owned())].into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let inbound = client
+            .stream(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Agent { tx, inbound }
+    }
+
+    pub async fn send(&self, body: agent_message::Body) {
+        self.tx
+            .send(AgentMessage { body: Some(body) })
+            .await
+            .unwrap();
+    }
+
+    /// Reports php-fpm down on `host` (finding `id`), which the approve-mode policy matches.
+    pub async fn report_fpm_down(&self, host: &str, id: &str) {
+        self.send(agent_message::Body::Finding(Finding {
+            id: id.into(),
+            revision: 1,
+            host: host.into(),
+            cause: Cause::UpstreamSocketMissing as i32,
+            root_cause: RootCause::ServiceDown as i32,
+            root_cause_detail: "php8.2-fpm.service is inactive (dead)".into(),
+            upstream: "unix:/run/php/php8.2-fpm.sock".into(),
+            unit: "php8.2-fpm.service".into(),
+            count: 3,
+            first_seen_unix_ms: 1,
+            last_seen_unix_ms: 2,
+            ..Default::default()
+        }))
+        .await;
+    }
+
+    /// The next action request, skipping acks; None when nothing comes within `wait`.
+    pub async fn next_request(&mut self, wait: Duration) -> Option<ActionRequest> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.inbound.message())
+                .await
+                .ok()?
+                .unwrap()
+                .unwrap();
+            match message.body {
+                Some(controller_message::Body::ActionRequest(r)) => return Some(r),
+                Some(controller_message::Body::Ack(ack)) => {
+                    assert!(ack.refused.is_empty(), "refused: {}", ack.refused);
+                }
+                None => panic!("an empty controller message"),
+            }
+        }
+    }
+
+    /// Answers an action request with a Succeeded result carrying a step's output.
+    pub async fn succeed(&self, host: &str, request: &ActionRequest, output: &str) {
+        self.send(agent_message::Body::ActionResult(ActionResult {
+            action_id: request.action_id.clone(),
+            host: host.into(),
+            status: ActionStatus::Succeeded as i32,
+            message: "restarted and verified".into(),
+            steps: vec![gatemend_proto::v1::ActionStep {
+                name: "do".into(),
+                ok: true,
+                duration_ms: 42,
+                output: output.into(),
+            }],
+            ..Default::default()
+        }))
+        .await;
+    }
+}
