@@ -20,6 +20,7 @@
 mod error;
 pub mod request;
 pub mod state_file;
+pub mod stats;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use error::Unfit;
 pub use state_file::StateFileError;
+pub use stats::DispatchStats;
 pub use webhook::{Escalation, Notifier};
 
 use crate::approvals::{self, Approval, Approvals, NewApproval};
@@ -78,6 +80,7 @@ pub struct Dispatcher {
     approvals: Option<Approvals>,
     /// What operators decided, from [`Handle`]s.
     commands: Option<mpsc::Receiver<Command>>,
+    stats: Arc<DispatchStats>,
 }
 
 /// Operator decisions the web API tells the dispatcher about.
@@ -131,7 +134,13 @@ impl Dispatcher {
             audit: None,
             approvals: None,
             commands: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// The counters `/metrics` reads.
+    pub fn stats(&self) -> Arc<DispatchStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Writes every step to `audit`: findings, decisions, dispatched actions (durably before
@@ -147,7 +156,10 @@ impl Dispatcher {
         let Some(audit) = &self.audit else {
             return true;
         };
-        match audit.append(record).await {
+        let started = std::time::Instant::now();
+        let written = audit.append(record).await;
+        self.stats.audit_write(started.elapsed(), written.is_ok());
+        match written {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "Could not write the audit log.");
@@ -248,6 +260,7 @@ impl Dispatcher {
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
         decide::apply(&mut self.state, &decision, &f, now);
         log(&f, &decision);
+        self.stats.decision(&decision.outcome);
         let mut decided = record(Kind::Decision, now)
             .host(&f.host)
             .incident(&f.id)
@@ -548,6 +561,7 @@ impl Dispatcher {
 
     async fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
         let status = ActionStatus::try_from(result.status).unwrap_or(ActionStatus::Unspecified);
+        self.stats.action(status);
         let kind = if status == ActionStatus::Refused {
             Kind::Refused
         } else {
@@ -615,6 +629,9 @@ impl Dispatcher {
     }
 
     async fn escalate(&self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
+        self.stats
+            .escalations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut audited = record(Kind::Escalated, now)
             .host(&f.host)
             .incident(&f.id)

@@ -1,0 +1,98 @@
+//! What the dispatch stage counts, for `/metrics`: decisions by kind, actions by result,
+//! escalations, and how long audit writes take.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatemend_proto::ActionStatus;
+
+use crate::decide::Outcome;
+
+/// The decision kinds, in the order of [`DispatchStats::decisions`].
+pub const DECISION_KINDS: [&str; 7] = [
+    "execute",
+    "await_approval",
+    "dry_run",
+    "held",
+    "escalate",
+    "no_policy",
+    "resolved",
+];
+
+/// The action results counted, in the order of [`DispatchStats::actions`].
+pub const ACTION_RESULTS: [&str; 5] = ["succeeded", "failed", "refused", "planned", "timed_out"];
+
+/// Upper bounds (seconds) of the audit write latency histogram buckets; `+Inf` is implied.
+pub const AUDIT_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+/// Counters shared with the web stage. All relaxed atomics: figures, not synchronisation.
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    /// Per [`DECISION_KINDS`].
+    pub decisions: [AtomicU64; 7],
+    /// Per [`ACTION_RESULTS`].
+    pub actions: [AtomicU64; 5],
+    pub escalations: AtomicU64,
+    /// Cumulative per [`AUDIT_BUCKETS`] (Prometheus `le` buckets), then the total count.
+    pub audit_buckets: [AtomicU64; 8],
+    pub audit_count: AtomicU64,
+    /// Microseconds, summed.
+    pub audit_sum_micros: AtomicU64,
+    pub audit_failures: AtomicU64,
+}
+
+impl DispatchStats {
+    pub(super) fn decision(&self, outcome: &Outcome) {
+        if let Some(i) = DECISION_KINDS.iter().position(|k| *k == outcome.id()) {
+            self.decisions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn action(&self, status: ActionStatus) {
+        let id = status.to_string();
+        if let Some(i) = ACTION_RESULTS.iter().position(|k| *k == id) {
+            self.actions[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn audit_write(&self, took: Duration, ok: bool) {
+        if !ok {
+            self.audit_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        for (bucket, le) in self.audit_buckets.iter().zip(AUDIT_BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.audit_count.fetch_add(1, Ordering::Relaxed);
+        self.audit_sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_latency_lands_in_every_bucket_at_or_above_it() {
+        let s = DispatchStats::default();
+        s.audit_write(Duration::from_millis(3), true);
+        s.audit_write(Duration::from_secs(2), false);
+        let buckets: Vec<u64> = s
+            .audit_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(buckets, [0, 0, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(s.audit_count.load(Ordering::Relaxed), 2);
+        assert_eq!(s.audit_failures.load(Ordering::Relaxed), 1);
+        s.decision(&Outcome::Execute);
+        s.action(ActionStatus::TimedOut);
+        assert_eq!(s.decisions[0].load(Ordering::Relaxed), 1);
+        assert_eq!(s.actions[4].load(Ordering::Relaxed), 1);
+    }
+}
