@@ -349,6 +349,15 @@ impl<'a> LogLine<'a> {
         Some(value)
     }
 
+    /// The IPv4 address of the `peer` field (`10.77.1.2:45914`).
+    pub fn peer_ip(&self) -> Option<Ipv4Addr> {
+        let peer: SocketAddr = self.field("peer")?.parse().ok()?;
+        match peer.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+
     /// When the line was written.
     pub fn time(&self) -> Option<SystemTime> {
         let stamp = self.text.split_whitespace().next()?;
@@ -368,7 +377,7 @@ fn gatemend(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A port free on every address at once.
-fn free_port(addrs: &[Ipv4Addr]) -> anyhow::Result<u16> {
+pub fn free_port(addrs: &[Ipv4Addr]) -> anyhow::Result<u16> {
     let first_addr = *addrs.first().context("no host")?;
     for _ in 0..20 {
         let first = TcpListener::bind((first_addr, 0))?;
@@ -384,7 +393,7 @@ fn free_port(addrs: &[Ipv4Addr]) -> anyhow::Result<u16> {
 }
 
 /// The CA, the controller's certificate for every outer address, one certificate per host.
-fn make_pki(dir: &Path, hosts: &[Host]) -> anyhow::Result<()> {
+pub fn make_pki(dir: &Path, hosts: &[Host]) -> anyhow::Result<()> {
     let dir_s = dir.to_str().context("PKI path is not UTF-8")?;
     let sans: Vec<String> = hosts.iter().map(|h| h.outer_addr().to_string()).collect();
     let mut init = vec!["pki", "init", dir_s];

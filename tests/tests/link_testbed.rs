@@ -6,11 +6,12 @@
 //! The binaries must be built first: `cargo build --workspace --bins`.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gatemend_tests::stack::{LogLine, free_port, make_pki};
 use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
 
 /// Where the agent is inside a host.
@@ -67,11 +68,11 @@ impl Controller {
 
     /// Waits until `matches` holds for some line of the log; returns that line.
     #[track_caller]
-    fn wait_line(&self, what: &str, matches: impl Fn(&LogLine) -> bool) -> String {
+    fn wait_line(&self, what: &str, matches: impl Fn(&LogLine<'_>) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let log = self.log();
-            if let Some(line) = log.lines().find(|l| matches(&LogLine::parse(l))) {
+            if let Some(line) = log.lines().find(|l| matches(&LogLine::new(l))) {
                 return line.to_owned();
             }
             assert!(
@@ -84,7 +85,7 @@ impl Controller {
 
     /// Waits until `matches` holds for at least `count` lines of the log.
     #[track_caller]
-    fn wait_count(&self, what: &str, count: usize, matches: impl Fn(&LogLine) -> bool) {
+    fn wait_count(&self, what: &str, count: usize, matches: impl Fn(&LogLine<'_>) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         while self.count(&matches) < count {
             assert!(
@@ -97,74 +98,12 @@ impl Controller {
     }
 
     /// How many log lines match.
-    fn count(&self, matches: impl Fn(&LogLine) -> bool) -> usize {
+    fn count(&self, matches: impl Fn(&LogLine<'_>) -> bool) -> usize {
         self.log()
             .lines()
-            .filter(|l| matches(&LogLine::parse(l)))
+            .filter(|l| matches(&LogLine::new(l)))
             .count()
     }
-}
-
-/// One line of the controller's plain-text tracing output:
-/// `<time> <LEVEL> <target>: <message> key=value key=value`.
-struct LogLine<'a> {
-    text: &'a str,
-}
-
-impl<'a> LogLine<'a> {
-    fn parse(text: &'a str) -> Self {
-        Self { text }
-    }
-
-    fn says(&self, message: &str) -> bool {
-        self.text.contains(message)
-    }
-
-    /// A field's value (up to the next space; quoted strings are returned with their quotes
-    /// stripped up to the closing quote).
-    fn field(&self, key: &str) -> Option<&'a str> {
-        let needle = format!(" {key}=");
-        let start = self.text.find(&needle)? + needle.len();
-        let rest = &self.text[start..];
-        match rest.strip_prefix('"') {
-            Some(quoted) => quoted.split('"').next(),
-            None => rest.split(' ').next(),
-        }
-    }
-
-    /// The peer field's IP address.
-    fn peer_ip(&self) -> Option<Ipv4Addr> {
-        let peer: SocketAddr = self.field("peer")?.parse().ok()?;
-        match peer.ip() {
-            std::net::IpAddr::V4(ip) => Some(ip),
-            std::net::IpAddr::V6(_) => None,
-        }
-    }
-}
-
-fn gatemend(args: &[&str]) {
-    let status = Command::new(binaries::path("gatemend").unwrap())
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "gatemend {args:?} failed");
-}
-
-/// A port free on every address at once (held while it is checked on the others).
-fn free_port(addrs: &[Ipv4Addr]) -> u16 {
-    for _ in 0..20 {
-        let first = TcpListener::bind((addrs[0], 0)).unwrap();
-        let port = first.local_addr().unwrap().port();
-        let rest: Result<Vec<_>, _> = addrs[1..]
-            .iter()
-            .map(|a| TcpListener::bind((*a, port)))
-            .collect();
-        if rest.is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on all of {addrs:?}");
 }
 
 /// `count` hosts with the freshly built agent mounted at [`AGENT`].
@@ -175,21 +114,6 @@ fn boot(count: usize) -> Fleet {
     match Fleet::boot(count, &spec) {
         Ok(fleet) => fleet,
         Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
-    }
-}
-
-/// `gatemend pki init` with the controller valid for every host's outer address, and one
-/// agent certificate per host, named as the host.
-fn make_pki(dir: &Path, hosts: &[Host]) {
-    let dir_s = dir.to_str().unwrap();
-    let mut init = vec!["pki", "init", dir_s];
-    let sans: Vec<String> = hosts.iter().map(|h| h.outer_addr().to_string()).collect();
-    for san in &sans {
-        init.extend(["--san", san.as_str()]);
-    }
-    gatemend(&init);
-    for host in hosts {
-        gatemend(&["pki", "issue", "--host", &host.name(), dir_s]);
     }
 }
 
@@ -281,18 +205,18 @@ fn start_controller(scratch: &Path, pki: &Path, listen: &[SocketAddr]) -> Contro
     for addr in listen {
         let want = addr.to_string();
         controller.wait_line(&format!("the controller to listen on {addr}"), |l| {
-            l.says("Listening for agents.") && l.field("listen") == Some(want.as_str())
+            l.says("Listening for agents.") && l.field("listen").as_deref() == Some(want.as_str())
         });
     }
     controller
 }
 
-fn connected(host: &Host) -> impl Fn(&LogLine) -> bool {
+fn connected(host: &Host) -> impl Fn(&LogLine<'_>) -> bool {
     let name = host.name();
     let veth = host.host_addr();
     move |l| {
         l.says("Agent connected.")
-            && l.field("host") == Some(name.as_str())
+            && l.field("host").as_deref() == Some(name.as_str())
             && l.peer_ip() == Some(veth)
     }
 }
@@ -305,8 +229,8 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
         panic!("expected two hosts")
     };
     let pki = scratch.0.join("pki");
-    make_pki(&pki, fleet.hosts());
-    let port = free_port(&[gm_a.outer_addr(), gm_b.outer_addr()]);
+    make_pki(&pki, fleet.hosts()).unwrap();
+    let port = free_port(&[gm_a.outer_addr(), gm_b.outer_addr()]).unwrap();
     let listen: Vec<SocketAddr> = fleet
         .hosts()
         .iter()
@@ -337,7 +261,7 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
     stop_agent(gm_a);
     let a_name = gm_a.name();
     controller.wait_line(&format!("{a_name} to go offline"), |l| {
-        l.says("Agent offline.") && l.field("host") == Some(a_name.as_str())
+        l.says("Agent offline.") && l.field("host").as_deref() == Some(a_name.as_str())
     });
 
     // gm_b's agent with gm_a's certificate, over gm_b's own veth: the handshake succeeds (the
@@ -345,7 +269,7 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
     stop_agent(gm_b);
     let b_name = gm_b.name();
     controller.wait_line(&format!("{b_name} to go offline"), |l| {
-        l.says("Agent offline.") && l.field("host") == Some(b_name.as_str())
+        l.says("Agent offline.") && l.field("host").as_deref() == Some(b_name.as_str())
     });
     install_cert(gm_b, &pki, &a_name);
     write_config(gm_b, port, &a_name);
@@ -356,7 +280,7 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
         |l| {
             l.says("Refused an agent stream.")
                 && l.peer_ip() == Some(b_veth)
-                && l.field("code") == Some("PermissionDenied")
+                && l.field("code").as_deref() == Some("PermissionDenied")
         },
     );
     assert!(
@@ -393,8 +317,8 @@ fn a_502_inside_a_host_reaches_the_controllers_findings_log_with_its_access_log_
     let fleet = boot(1);
     let host = &fleet.hosts()[0];
     let pki = scratch.0.join("pki");
-    make_pki(&pki, fleet.hosts());
-    let port = free_port(&[host.outer_addr()]);
+    make_pki(&pki, fleet.hosts()).unwrap();
+    let port = free_port(&[host.outer_addr()]).unwrap();
     let listen = [SocketAddr::from((host.outer_addr(), port))];
     let controller = start_controller(&scratch.0, &pki, &listen);
     install_cert(host, &pki, &host.name());
