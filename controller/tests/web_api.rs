@@ -401,6 +401,30 @@ async fn metrics_are_prometheus_text_with_the_fleet_findings_and_approvals() {
         samples["gatemend_findings_total{result=\"new\"}"], 1.0,
         "{text}"
     );
+    assert_eq!(
+        samples["gatemend_decisions_total{decision=\"await_approval\"}"], 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples["gatemend_decisions_total{decision=\"execute\"}"],
+        0.0
+    );
+    assert_eq!(samples["gatemend_actions_total{result=\"succeeded\"}"], 0.0);
+    // Every audit write the dispatcher made (finding, decision, approval request ...) is in
+    // the histogram; the +Inf bucket is the count and no bucket holds more than it.
+    let count = samples["gatemend_audit_write_seconds_count"];
+    assert!(count >= 3.0, "{text}");
+    assert_eq!(
+        samples["gatemend_audit_write_seconds_bucket{le=\"+Inf\"}"],
+        count
+    );
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("gatemend_audit_write_seconds_bucket"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(buckets.iter().all(|b| *b <= count), "{text}");
+    assert!(samples["gatemend_audit_write_seconds_sum"] > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

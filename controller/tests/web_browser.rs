@@ -71,6 +71,15 @@ async fn browser(profile: &Path) -> (Proc, Client) {
     (driver, client)
 }
 
+/// With GATEMEND_SCREENSHOTS=DIR, saves what the browser shows as DIR/NAME.png (to look at
+/// the pages as an operator would; the test does not depend on it).
+async fn screenshot(b: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("GATEMEND_SCREENSHOTS") {
+        let png = b.screenshot().await.unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
 async fn log_in(b: &Client, ctl: &Controller, token: &str) {
     b.goto(&ctl.url("/approvals")).await.unwrap();
     // No session yet: the page sends us to the login form.
@@ -101,6 +110,7 @@ async fn approve_from_the_list(b: &Client, ctl: &Controller, id: &str, reason: &
         .unwrap();
     let state = b.wait().for_element(Locator::Id("state")).await.unwrap();
     assert_eq!(state.text().await.unwrap(), "pending");
+    screenshot(b, "approval").await;
     b.find(Locator::Css("form.decide textarea[name=reason]"))
         .await
         .unwrap()
@@ -173,6 +183,7 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
         result.contains("active (running)"),
         "the step's output: {result}"
     );
+    screenshot(&b, "timeline").await;
     let timeline = b
         .find(Locator::Id("timeline"))
         .await

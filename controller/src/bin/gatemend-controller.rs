@@ -199,6 +199,7 @@ async fn serve<S: FindingSink>(
     }
     // The review UI and API (issue 7) hand approved approvals to the dispatcher through this.
     let dispatch = dispatcher.handle();
+    let dispatch_stats = dispatcher.stats();
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
         fleet.clone(),
@@ -214,7 +215,8 @@ async fn serve<S: FindingSink>(
         };
         let mut ui = Web::builder(web_fleet, tokens)
             .ingest_stats(service.stats())
-            .dispatcher(dispatch);
+            .dispatcher(dispatch)
+            .dispatch_stats(dispatch_stats);
         if let Some(audit) = audit {
             ui = ui.audit(audit);
         }

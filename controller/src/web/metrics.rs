@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::api::{ApiError, authorize};
 use super::{Role, Web};
 use crate::approvals::State as ApprovalState;
+use crate::dispatch::DispatchStats;
+use crate::dispatch::stats::{ACTION_RESULTS, AUDIT_BUCKETS, DECISION_KINDS};
 
 /// Writes one metric family: its help, type and samples (`labels` already formatted).
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -78,6 +80,9 @@ pub(super) async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Respo
             &[("", get(&stats.forward_dropped))],
         );
     }
+    if let Some(stats) = &web.inner.dispatch_stats {
+        dispatch(&mut out, stats);
+    }
     let hosts = web.fleet().hosts();
     let online = hosts.iter().filter(|h| h.online).count();
     family(
@@ -114,4 +119,66 @@ pub(super) async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Respo
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// The dispatch stage's counters: decisions by kind, actions by result, escalations, and the
+/// audit write latency as a histogram.
+fn dispatch(out: &mut String, stats: &DispatchStats) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let decisions: Vec<(String, u64)> = DECISION_KINDS
+        .iter()
+        .zip(&stats.decisions)
+        .map(|(k, v)| (format!("decision=\"{k}\""), get(v)))
+        .collect();
+    let decisions: Vec<(&str, u64)> = decisions.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(
+        out,
+        "gatemend_decisions_total",
+        "counter",
+        "Decisions on findings, by what was decided.",
+        &decisions,
+    );
+    let actions: Vec<(String, u64)> = ACTION_RESULTS
+        .iter()
+        .zip(&stats.actions)
+        .map(|(k, v)| (format!("result=\"{k}\""), get(v)))
+        .collect();
+    let actions: Vec<(&str, u64)> = actions.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(
+        out,
+        "gatemend_actions_total",
+        "counter",
+        "Action results from agents, by result.",
+        &actions,
+    );
+    family(
+        out,
+        "gatemend_escalations_total",
+        "counter",
+        "Escalations to a human.",
+        &[("", get(&stats.escalations))],
+    );
+    family(
+        out,
+        "gatemend_audit_write_failures_total",
+        "counter",
+        "Audit appends by the dispatcher that failed.",
+        &[("", get(&stats.audit_failures))],
+    );
+    let name = "gatemend_audit_write_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How long the dispatcher's audit appends took (durable when they return)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (le, bucket) in AUDIT_BUCKETS.iter().zip(&stats.audit_buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", get(bucket));
+    }
+    let count = get(&stats.audit_count);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    // Microseconds to seconds: a float, as Prometheus sums are.
+    #[allow(clippy::cast_precision_loss)]
+    let sum = get(&stats.audit_sum_micros) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
 }

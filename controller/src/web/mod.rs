@@ -55,6 +55,7 @@ struct Inner {
     ingest: Option<Arc<IngestStats>>,
     approvals: Option<Approvals>,
     dispatch: Option<dispatch::Handle>,
+    dispatch_stats: Option<Arc<dispatch::DispatchStats>>,
     tokens: Tokens,
     sessions: Sessions,
 }
@@ -69,6 +70,7 @@ impl Web {
                 ingest: None,
                 approvals: None,
                 dispatch: None,
+                dispatch_stats: None,
                 tokens,
                 sessions: Sessions::new(SESSION_TTL),
             },
@@ -151,6 +153,13 @@ impl WebBuilder {
     #[must_use]
     pub fn dispatcher(mut self, handle: dispatch::Handle) -> Self {
         self.inner.dispatch = Some(handle);
+        self
+    }
+
+    /// `/metrics` exports the dispatcher's counters (decisions, actions, audit latency).
+    #[must_use]
+    pub fn dispatch_stats(mut self, stats: Arc<dispatch::DispatchStats>) -> Self {
+        self.inner.dispatch_stats = Some(stats);
         self
     }
 
