@@ -545,3 +545,54 @@ fn a_tokens_file_with_a_bad_entry_stops_the_controller_naming_the_entry() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tokens"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_list_incidents_and_search_the_audit_and_escape_what_agents_send() {
+    let ctl = Controller::start();
+    let agent = Agent::connect(ctl.grpc, "web1").await;
+    agent
+        .send(gatemend_proto::v1::agent_message::Body::Finding(
+            gatemend_proto::v1::Finding {
+                id: "f<b>1".into(),
+                revision: 1,
+                host: "web1".into(),
+                cause: gatemend_proto::Cause::UpstreamSocketMissing as i32,
+                root_cause: gatemend_proto::RootCause::ServiceDown as i32,
+                root_cause_detail: "<script>alert(1)</script>".into(),
+                upstream: "unix:/run/php/php8.2-fpm.sock".into(),
+                unit: "php8.2-fpm.service".into(),
+                count: 1,
+                first_seen_unix_ms: 1,
+                last_seen_unix_ms: 2,
+                ..Default::default()
+            },
+        ))
+        .await;
+    ctl.pending_approval().await;
+    let cookie = login(&ctl, &ctl.vera).await;
+
+    let (status, html) = page(&ctl, &cookie, "/incidents").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("href=\"/incidents/f%3Cb%3E1\""), "{html}");
+    assert!(html.contains("f&lt;b&gt;1"), "{html}");
+    assert!(!html.contains("<b>1"), "agent text is never markup: {html}");
+
+    let (status, html) = page(&ctl, &cookie, "/incidents/f%3Cb%3E1").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(html.contains("Waiting for approval"), "{html}");
+
+    let (status, html) = page(&ctl, &cookie, "/audit?kind=approval_requested&host=web1").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("1 records"), "{html}");
+    assert!(!html.contains("<script>alert"), "{html}");
+    let (status, html) = page(&ctl, &cookie, "/audit?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(html.contains("is not a time"), "{html}");
+
+    let (status, html) = page(&ctl, &cookie, "/fleet").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("web1") && html.contains("online"), "{html}");
+    assert!(html.contains("role=web"), "labels are shown: {html}");
+}
