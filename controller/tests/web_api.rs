@@ -164,6 +164,16 @@ async fn a_viewer_cannot_approve_an_approver_approves_once_and_the_action_runs_a
     assert!(at("approval_requested") < at("approved"));
     assert!(at("approved") < at("action_dispatched"));
     assert!(at("action_dispatched") < at("action_result"));
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!(
+        (
+            count("approved"),
+            count("action_dispatched"),
+            count("denied")
+        ),
+        (1, 1, 0),
+        "one approval, one dispatch, the refused attempts left no record: {kinds:?}"
+    );
     let approved = &records[at("approved")];
     assert_eq!(approved["actor"], "alice");
     assert_eq!(approved["body"]["reason"], "php-fpm is down, restart it");
