@@ -63,6 +63,10 @@ pub struct Stack {
     dir: PathBuf,
     port: u16,
     keep: bool,
+    /// The review UI and API, on loopback.
+    http: SocketAddr,
+    /// An approver's token for it.
+    token: String,
 }
 
 impl Stack {
@@ -87,6 +91,8 @@ impl Stack {
         let outer: Vec<Ipv4Addr> = fleet.hosts().iter().map(Host::outer_addr).collect();
         let port = free_port(&outer)?;
         make_pki(&dir.join("pki"), fleet.hosts())?;
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(&[Ipv4Addr::LOCALHOST])?));
+        let token = make_token(&dir.join("tokens.yaml"))?;
         let mut stack = Stack {
             controller: None,
             fleet,
@@ -94,6 +100,8 @@ impl Stack {
             dir,
             port,
             keep: false,
+            http,
+            token,
         };
         stack.start_controller()?;
         for host in stack.fleet.hosts() {
@@ -117,6 +125,35 @@ impl Stack {
     /// The scratch directory: `pki/`, `controller.log`, `findings.jsonl`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The review UI and API: `http://127.0.0.1:PORT`.
+    pub fn ui_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The token of the operator `demo` (role approver), for the UI, the API and the CLI.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `gatemend approvals ARGS...` against this stack's controller, as operator `demo`.
+    pub fn approvals(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(binaries::path("gatemend")?)
+            .arg("approvals")
+            .args(args)
+            .args(["--controller", &self.ui_url()])
+            .env("GATEMEND_TOKEN", &self.token)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "gatemend approvals {args:?} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The controller's audit log (SQLite in the scratch directory).
@@ -194,6 +231,10 @@ impl Stack {
             .arg(self.dir.join("fleet-state.json"))
             .arg("--db")
             .arg(self.audit_url())
+            .arg("--http-listen")
+            .arg(self.http.to_string())
+            .arg("--tokens")
+            .arg(self.dir.join("tokens.yaml"))
             .arg("--policies")
             .arg(&self.spec.policies)
             .args(["--heartbeat-timeout", "10"])
@@ -405,6 +446,25 @@ pub fn make_pki(dir: &Path, hosts: &[Host]) -> anyhow::Result<()> {
         gatemend(&["pki", "issue", "--host", &host.name(), dir_s])?;
     }
     Ok(())
+}
+
+/// A token for the operator `demo` (approver), its hash written to `path`.
+fn make_token(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new(binaries::path("gatemend")?)
+        .args(["tokens", "new", "--name", "demo", "--role", "approver"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "gatemend tokens new failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let token = lines.next().context("no token printed")?.trim().to_owned();
+    let entry = lines.next().context("no tokens.yaml line printed")?;
+    fs::write(path, format!("tokens:\n{entry}\n"))?;
+    Ok(token)
 }
 
 /// The host's certificate and config, the deploy unit, and the agent started through it.

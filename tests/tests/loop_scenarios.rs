@@ -390,3 +390,53 @@ fn a_controller_killed_mid_incident_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(keys.len() as u64, last, "a revision is missing: {keys:?}");
     stack.verify_audit().unwrap();
 }
+
+#[test]
+fn a_socket_chowned_to_root_is_fixed_once_an_operator_approves_through_the_api() {
+    let stack = start(&StackSpec::shipped(1));
+    let web = &stack.hosts()[0];
+    web.sh("chown root:root /run/php/php8.2-fpm.sock && chmod 600 /run/php/php8.2-fpm.sock")
+        .unwrap();
+    let traffic = Traffic::to(&[web], 80, "/index.php");
+    let decided = wait_said(&stack, web, "Decided.");
+    let d = LogLine::new(&decided);
+    assert_eq!(
+        (d.field("decision").as_deref(), d.field("policy").as_deref()),
+        (Some("await_approval"), Some("fix-socket-ownership")),
+        "{decided}"
+    );
+    // Nothing runs before an operator says so.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(said(&stack, web, "Action dispatched.").is_empty());
+    let listed = stack
+        .approvals(&["list", "--state", "pending", "--json"])
+        .unwrap();
+    let pending: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    stack
+        .approvals(&["approve", &id, "--reason", "the pool says www-data 0660"])
+        .unwrap();
+    wait_said(&stack, web, "Action succeeded and verified.");
+    drop(traffic);
+    let page = http::get(SocketAddr::from((web.host_addr(), 80)), "/index.php").unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        web.exec(&["stat", "-c", "%U:%G %a", "/run/php/php8.2-fpm.sock"])
+            .unwrap()
+            .trim(),
+        "www-data:www-data 660"
+    );
+    // The audit names the operator who approved, and the chain holds.
+    let records = stack.audit_records().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "approved" && r["actor"] == "demo"),
+        "{records:?}"
+    );
+    stack.verify_audit().unwrap();
+}

@@ -52,6 +52,8 @@ enum Expect {
     Mended,
     /// Nothing a machine should do: escalated to a human, nothing run.
     Escalated,
+    /// Mended once an operator approves (the demo approves through the API, as `demo`).
+    Approved,
 }
 
 struct Fault {
@@ -63,7 +65,7 @@ struct Fault {
     expect: Expect,
 }
 
-const FAULTS: [Fault; 3] = [
+const FAULTS: [Fault; 4] = [
     Fault {
         title: "php-fpm stopped",
         inject: "systemctl stop php8.2-fpm",
@@ -83,6 +85,12 @@ const FAULTS: [Fault; 3] = [
             "sed -i 's/php7.4-fpm.sock/php8.2-fpm.sock/' /etc/nginx/sites-available/default && systemctl reload nginx",
         ),
         expect: Expect::Escalated,
+    },
+    Fault {
+        title: "php-fpm's socket chowned to root:root 0600",
+        inject: "chown root:root /run/php/php8.2-fpm.sock && chmod 600 /run/php/php8.2-fpm.sock",
+        restore: None,
+        expect: Expect::Approved,
     },
 ];
 
@@ -126,12 +134,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     println!();
     say(&format!(
-        "controller log: {}  (the review UI and its login token come with the audit store, issue #7)",
-        stack.dir().join("controller.log").display()
+        "review UI: {}  login token: {}",
+        stack.ui_url(),
+        stack.token()
+    ));
+    say(&format!(
+        "controller log: {}  audit log: {}",
+        stack.dir().join("controller.log").display(),
+        stack.audit_url()
     ));
 
     let mut all_ok = true;
-    for (fault, host) in FAULTS.iter().zip(stack.hosts()) {
+    for (fault, host) in FAULTS.iter().zip(stack.hosts().iter().cycle()) {
         println!();
         all_ok &= play(&stack, host, fault)?;
     }
@@ -172,9 +186,10 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
     let mut seen = seen_before;
     let (mut verified, mut resolved, mut escalated) = (false, false, false);
     let done = |v: bool, r: bool, e: bool| match fault.expect {
-        Expect::Mended => v && r,
+        Expect::Mended | Expect::Approved => v && r,
         Expect::Escalated => e,
     };
+    let mut approved = false;
     while !done(verified, resolved, escalated) && Instant::now() < deadline {
         let log = controller.log();
         for text in log.lines().skip(seen) {
@@ -202,6 +217,12 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
                     field("decision"),
                     field("policy")
                 );
+                if fault.expect == Expect::Approved
+                    && field("decision") == "await_approval"
+                    && !approved
+                {
+                    approved = approve(stack, &name)?;
+                }
             } else if line.says("Action dispatched.") {
                 println!("  {at}  dispatched {} {}", field("kind"), field("unit"));
             } else if line.says("Action succeeded and verified.") {
@@ -241,7 +262,7 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
                 let l = LogLine::new(l);
                 l.says("Action dispatched.") && l.field("host").as_deref() == Some(name.as_str())
             }),
-            Expect::Mended => php == 200,
+            Expect::Mended | Expect::Approved => php == 200,
         };
     say(&format!(
         "{name}: {} (GET /index.php now answers {php})",
@@ -252,6 +273,24 @@ fn play(stack: &Stack, host: &Host, fault: &Fault) -> anyhow::Result<bool> {
         }
     ));
     Ok(ok)
+}
+
+/// The operator `demo` approves `host`'s pending approval through the API, as a person would in
+/// the review UI or with `gatemend approvals approve`.
+fn approve(stack: &Stack, host: &str) -> anyhow::Result<bool> {
+    let listed = stack.approvals(&["list", "--state", "pending", "--json"])?;
+    let mut pending = Vec::new();
+    for line in listed.lines() {
+        pending.push(serde_json::from_str::<serde_json::Value>(line)?);
+    }
+    let Some(mine) = pending.iter().find(|a| a["host"] == host) else {
+        return Ok(false);
+    };
+    let id = mine["id"].as_str().unwrap_or_default();
+    let reason = "the pool file says www-data:www-data 0660";
+    stack.approvals(&["approve", id, "--reason", reason])?;
+    println!("             operator demo approves {id} through the API: \"{reason}\"");
+    Ok(true)
 }
 
 /// Requests to a host's PHP page every 25 ms, as its users would, while a fault plays.
