@@ -19,9 +19,6 @@ pub use error::ApprovalError;
 
 use crate::decide::{Finding, Time, UnixMs};
 
-/// How long an approval stays open when the policy says nothing.
-pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(30 * 60);
-
 const SCHEMA_V1: &str = include_str!("schema_v1.sql");
 const COLUMNS: &str = "id, host, incident, policy, policy_digest, actions, why, finding, \
                        created_at, expires_at, state, decided_by, reason, decided_at";

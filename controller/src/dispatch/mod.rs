@@ -37,7 +37,7 @@ pub use state_file::StateFileError;
 pub use stats::DispatchStats;
 pub use webhook::{Escalation, Notifier};
 
-use crate::approvals::{self, Approval, Approvals, NewApproval};
+use crate::approvals::{Approval, Approvals, NewApproval};
 use crate::audit::{Audit, Kind, NewRecord};
 use crate::decide::{
     self, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
@@ -337,7 +337,7 @@ impl Dispatcher {
                 policy_digest: policy.source.file.digest.to_string(),
                 actions: actions.clone(),
                 why: why.clone(),
-                expires_in: approvals::DEFAULT_EXPIRY,
+                expires_in: policy.approval_expires,
             };
             match approvals.request(new, now).await {
                 Ok(approval) => {

@@ -29,6 +29,7 @@
 //!       fleet: { max_concurrent: 2, max_percent: 10 }   # over ALL policies [1, 100]
 //!       storm: { hosts_percent: 30, min_hosts: 3, within: 2m }   # [none]
 //!     escalate: { webhook: "http://127.0.0.1:9099/hook" }      # optional
+//!     approval: { expires: 30m }           # approve mode: how long an approval stays open [30m]
 //! ```
 //!
 //! Durations are `<number><unit>` groups, units `d h m s ms` from the largest down: `30s`,
@@ -51,8 +52,8 @@ use sha2::{Digest as _, Sha256};
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use error::{PolicyError, Pos, Problem};
 pub use model::{
-    Digest, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy, PolicySet, Source,
-    SourceFile, Storm, Threshold, Verify,
+    DEFAULT_APPROVAL_EXPIRY, Digest, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode,
+    Policy, PolicySet, Source, SourceFile, Storm, Threshold, Verify,
 };
 
 use yaml::DocPath;

@@ -229,7 +229,12 @@ pub struct Policy {
     pub guards: Guards,
     /// Where its escalations go.
     pub escalate: Option<Escalate>,
+    /// How long an approval it asks for (mode `approve`) stays open.
+    pub approval_expires: Duration,
 }
+
+/// An approval's lifetime when the policy does not say (`approval: { expires: 30m }`).
+pub const DEFAULT_APPROVAL_EXPIRY: Duration = Duration::from_secs(30 * 60);
 
 impl Policy {
     /// True when the policy only notifies a human: nothing runs on a host, so the host and

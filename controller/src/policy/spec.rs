@@ -35,6 +35,13 @@ pub(super) struct PolicySpec {
     pub verify: Option<VerifySpec>,
     pub guards: Option<GuardsSpec>,
     pub escalate: Option<EscalateSpec>,
+    pub approval: Option<ApprovalSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApprovalSpec {
+    pub expires: DurationText,
 }
 
 #[derive(Debug, Deserialize)]

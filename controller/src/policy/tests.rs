@@ -457,3 +457,29 @@ fn an_empty_or_missing_directory_is_refused() {
         errors[0]
     );
 }
+
+#[test]
+fn an_approval_expiry_is_read_and_a_zero_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "policies:\n  - name: fix\n    match: { cause: [upstream_socket_permission] }\n    \
+         mode: approve\n    actions: [fix_socket_ownership]\n    approval: { expires: 10m }\n",
+    )
+    .unwrap();
+    let set = load(dir.path()).unwrap();
+    assert_eq!(set.policies()[0].approval_expires, Duration::from_secs(600));
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "policies:\n  - name: fix\n    match: { cause: [upstream_socket_permission] }\n    \
+         mode: approve\n    actions: [fix_socket_ownership]\n    approval: { expires: 0s }\n",
+    )
+    .unwrap();
+    let errors = load(dir.path()).unwrap_err();
+    assert!(
+        errors[0].to_string().contains("p.yaml:6:")
+            && errors[0].to_string().contains("approval.expires"),
+        "{}",
+        errors[0]
+    );
+}

@@ -11,8 +11,8 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use super::duration;
 use super::error::Problem;
 use super::model::{
-    Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy, Source, SourceFile, Storm,
-    Threshold, Verify,
+    DEFAULT_APPROVAL_EXPIRY, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy,
+    Source, SourceFile, Storm, Threshold, Verify,
 };
 use super::spec::{
     DurationText, GuardsSpec, HostsSpec, MatchSpec, PolicyFile, PolicySpec, StormSpec,
@@ -112,6 +112,10 @@ fn policy(
             )
         }
     };
+    let approval_expires = match spec.approval {
+        None => Some(DEFAULT_APPROVAL_EXPIRY),
+        Some(a) => span(&a.expires, &at.key("approval").key("expires"), problems),
+    };
     Some(Policy {
         name: spec.name,
         description: spec.description,
@@ -126,6 +130,7 @@ fn policy(
         verify: verify?,
         guards: guards?,
         escalate: escalate?,
+        approval_expires: approval_expires?,
     })
 }
 
