@@ -46,7 +46,7 @@ fn policy_check_prints_every_problem_of_every_file_and_exits_1() {
 {d}/php.yaml:9:17: policies[0].guards.cooldown: invalid duration `5 minutes`: no spaces allowed; write a number and a unit (ms, s, m, h, d), such as 30s, 5m or 1h30m
 {d}/php.yaml:10:48: policies[0].guards.fleet.max_percent: must be 1..=100, got 150
 {d}/php.yaml:15:14: policies[1].actions: must name at least one action in approve mode
-{d}/typo.yaml:5:5: policies[0]: unknown field `actoins`, expected one of `name`, `description`, `priority`, `match`, `mode`, `actions`, `verify`, `guards`, `escalate`
+{d}/typo.yaml:5:5: policies[0]: unknown field `actoins`, expected one of `name`, `description`, `priority`, `match`, `mode`, `actions`, `verify`, `guards`, `escalate`, `approval`
 {d}/php.yaml:11:11: policies[1].name: duplicate policy name `restart-php`, first defined at {d}/php.yaml:2:11
 6 problem(s) in {d}: no policy loaded
 "
