@@ -249,6 +249,26 @@ fn a_controller_wide_dry_run_plans_and_touches_nothing() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(prop(web, "php8.2-fpm.service", "ActiveState"), "inactive");
+    // The plan is recorded in the audit, under the incident, with the agent's steps.
+    let records = stack.audit_records().unwrap();
+    let plan = records
+        .iter()
+        .find(|r| r["kind"] == "action_result" && r["body"]["status"] == "planned")
+        .unwrap_or_else(|| panic!("no planned result in {records:?}"));
+    assert!(
+        plan["incident"].as_str().is_some_and(|i| !i.is_empty()),
+        "{plan}"
+    );
+    assert!(
+        !plan["body"]["steps"].as_array().unwrap().is_empty(),
+        "{plan}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "action_dispatched" && r["body"]["dry_run"] == true),
+        "{records:?}"
+    );
     stack.verify_audit().unwrap();
 }
 

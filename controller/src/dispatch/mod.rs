@@ -308,7 +308,7 @@ impl Dispatcher {
                 self.escalate(&f, Some(policy), why, now).await;
             }
             Outcome::Execute => self.execute(f, policy.clone(), now).await,
-            Outcome::DryRun => self.dry_run(&f, policy),
+            Outcome::DryRun => self.dry_run(&f, policy, now).await,
             Outcome::Escalate { why } => {
                 self.escalate(&f, Some(policy), why.to_string(), now).await;
             }
@@ -402,7 +402,7 @@ impl Dispatcher {
         }
         tracing::info!(host = %f.host, finding = %f.id, approval = %approval.id, by = approval.decided_by.as_deref().unwrap_or(""), policy = %policy.name, "Approved; dispatching.");
         if self.options.dry_run {
-            self.dry_run(&f, policy);
+            self.dry_run(&f, policy, now).await;
         } else {
             self.execute(f, policy.clone(), now).await;
         }
@@ -542,12 +542,29 @@ impl Dispatcher {
     }
 
     /// Asks each action of the policy for its plan.
-    fn dry_run(&mut self, f: &Finding, policy: &Policy) {
+    async fn dry_run(&mut self, f: &Finding, policy: &Policy, now: UnixMs) {
         for (index, &kind) in policy.actions.iter().enumerate() {
             if kind == ActionKind::Escalate {
                 continue;
             }
-            let sent = request::build(f, policy, index, kind, true).and_then(|request| {
+            let request = request::build(f, policy, index, kind, true);
+            if let Ok(request) = &request {
+                self.audit(
+                    record(Kind::ActionDispatched, now)
+                        .host(&f.host)
+                        .incident(&f.id)
+                        .policy(&policy.name, policy.source.file.digest.to_string())
+                        .body(serde_json::json!({
+                            "action_id": request.action_id,
+                            "kind": kind.to_string(),
+                            "unit": request.unit,
+                            "socket_path": request.socket_path,
+                            "dry_run": true,
+                        })),
+                )
+                .await;
+            }
+            let sent = request.and_then(|request| {
                 let id = request.action_id.clone();
                 self.fleet
                     .send_action(&f.host, request)
@@ -576,11 +593,10 @@ impl Dispatcher {
         } else {
             Kind::ActionResult
         };
-        let incident = self
-            .chains
-            .get(&result.action_id)
-            .map(|c| c.finding.id.clone())
-            .unwrap_or_default();
+        let incident = self.chains.get(&result.action_id).map_or_else(
+            || request::finding_of(&result.action_id).to_owned(),
+            |c| c.finding.id.clone(),
+        );
         let steps: Vec<serde_json::Value> = result
             .steps
             .iter()

@@ -23,6 +23,14 @@ pub fn action_id(f: &Finding, policy: &Policy, index: usize, dry_run: bool) -> S
     format!("{}@{}/{}/{index}{dry}", f.id, f.revision, policy.name)
 }
 
+/// The finding an action id was derived from (see [`action_id`]); the whole id when it was
+/// not derived here.
+pub fn finding_of(action_id: &str) -> &str {
+    action_id
+        .rsplit_once('@')
+        .map_or(action_id, |(finding, _)| finding)
+}
+
 /// The id under which a decision's chain of actions is in flight.
 pub fn chain_id(f: &Finding, policy: &Policy) -> String {
     format!("{}@{}/{}", f.id, f.revision, policy.name)
@@ -135,6 +143,10 @@ mod tests {
         assert_eq!(r.socket_path, "/run/php/php8.2-fpm.sock");
         assert_eq!((r.verify_timeout_ms, r.deadline_ms), (20_000, 50_000));
         assert!(!r.dry_run);
+        assert_eq!(
+            finding_of(&r.action_id),
+            "web-1/upstream_socket_missing/unix:/run/php/php8.2-fpm.sock"
+        );
         // Deciding the same revision again gives the same id; a dry run another.
         assert_eq!(build(&f, &p, 0, ActionKind::RestartUnit, false).unwrap(), r);
         assert_ne!(
