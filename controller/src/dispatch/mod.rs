@@ -74,6 +74,8 @@ pub struct Dispatcher {
     chains: HashMap<String, Chain>,
     /// Where the fleet state is kept across restarts, when it is.
     state_file: Option<PathBuf>,
+    /// Chains a previous run left in flight, sent again when their host reconnects.
+    resume: Vec<state_file::Pending>,
     /// The audit log every step is written to (before an action is dispatched), when kept.
     audit: Option<Audit>,
     /// Pending approvals, when kept.
@@ -131,6 +133,7 @@ impl Dispatcher {
             notifier,
             chains: HashMap::new(),
             state_file: None,
+            resume: Vec::new(),
             audit: None,
             approvals: None,
             commands: None,
@@ -171,15 +174,26 @@ impl Dispatcher {
     /// Keeps the fleet state in `path` (loaded now, saved after every decision that acts),
     /// so a restarted controller remembers its cooldowns and attempts.
     pub fn with_state_file(mut self, path: PathBuf) -> Result<Dispatcher, StateFileError> {
-        self.state = state_file::load(&path)?;
+        (self.state, self.resume) = state_file::load(&path)?;
         self.state_file = Some(path);
         Ok(self)
     }
 
     /// Saves the state after a change that must survive a restart.
     fn persist(&self) {
+        let pending = self
+            .chains
+            .values()
+            .map(|c| state_file::Pending {
+                chain: c.id.clone(),
+                finding: c.finding.clone(),
+                policy: c.policy.name.clone(),
+                current: c.current,
+            })
+            .chain(self.resume.iter().cloned())
+            .collect();
         if let Some(path) = &self.state_file
-            && let Err(e) = state_file::save(path, &self.state)
+            && let Err(e) = state_file::save(path, &self.state, pending)
         {
             tracing::error!(error = %e, "Could not save the fleet state; a restart would forget cooldowns and attempts.");
         }
@@ -229,6 +243,7 @@ impl Dispatcher {
                 self.state.host_online(&host, labels);
                 self.audit(record(Kind::HostOnline, now).host(&host).body(body))
                     .await;
+                self.resume_chains(&host, now).await;
             }
             Ingested::Offline { host } => {
                 self.state.host_offline(&host);
@@ -531,6 +546,38 @@ impl Dispatcher {
         self.state.record_finished(&chain.id);
         self.persist();
         tracing::info!(host = %chain.finding.host, finding = %chain.finding.id, policy = %chain.policy.name, "Every action of the policy succeeded.");
+    }
+
+    /// Sends again the actions a previous run left in flight on `host`, under their own ids:
+    /// the agent runs one it never received and answers from its ledger for one it ran.
+    async fn resume_chains(&mut self, host: &str, now: UnixMs) {
+        let (mine, others) = std::mem::take(&mut self.resume)
+            .into_iter()
+            .partition(|p| p.finding.host == host);
+        self.resume = others;
+        for pending in mine {
+            let set = Arc::clone(&self.policies.borrow());
+            let Some(policy) = set.get(&pending.policy) else {
+                self.state.record_finished(&pending.chain);
+                let why = format!(
+                    "an action of policy {} was in flight when the controller restarted, and \
+                     that policy no longer exists; nothing was sent again",
+                    pending.policy
+                );
+                self.escalate(&pending.finding, None, why, now).await;
+                continue;
+            };
+            tracing::info!(host = %host, finding = %pending.finding.id, policy = %policy.name, "Sending again an action that was in flight when the controller stopped.");
+            let chain = Chain {
+                id: pending.chain,
+                finding: pending.finding,
+                policy: policy.clone(),
+                current: pending.current,
+                expires_at: now,
+            };
+            self.advance(chain, now).await;
+        }
+        self.persist();
     }
 
     /// Ends a chain that cannot go on, and tells a human why.
