@@ -131,26 +131,28 @@ impl Systemd {
     /// failed without changing it never ran the unit: systemd refused it up front (the start
     /// limit), which the unit's `Result` does not always say.
     pub async fn invocation_id(&self, name: &str) -> Result<String, ProbeError> {
-        let dbus = |call: &str, source| ProbeError::Dbus {
-            call: format!("{call}({name})"),
-            source,
-        };
+        let (_, unit) = self.unit(name).await?;
+        let id = unit
+            .invocation_id()
+            .await
+            .map_err(|e| dbus(name, "Get InvocationID", e))?;
+        Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Loads the unit (also an inactive one) and builds the proxy of its object.
+    async fn unit(&self, name: &str) -> Result<(OwnedObjectPath, UnitProxy<'static>), ProbeError> {
         let path = self
             .manager()
             .await?
             .load_unit(name)
             .await
-            .map_err(|e| dbus("LoadUnit", e))?;
+            .map_err(|e| dbus(name, "LoadUnit", e))?;
         let unit = UnitProxy::builder(&self.connection)
-            .path(path)
+            .path(path.clone())
             .build()
             .await
-            .map_err(|e| dbus("Unit proxy", e))?;
-        let id = unit
-            .invocation_id()
-            .await
-            .map_err(|e| dbus("Get InvocationID", e))?;
-        Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+            .map_err(|e| dbus(name, "Unit proxy", e))?;
+        Ok((path, unit))
     }
 
     /// A stream that yields a unit's name each time systemd reports a change of its properties
@@ -172,10 +174,7 @@ impl Systemd {
             })?;
         let mut streams = Vec::with_capacity(units.len());
         for name in units {
-            let dbus = |call: &str, source| ProbeError::Dbus {
-                call: format!("{call}({name})"),
-                source,
-            };
+            let dbus = |call: &str, source| dbus(name, call, source);
             let path = manager
                 .load_unit(name)
                 .await
@@ -199,21 +198,8 @@ impl Systemd {
     /// Reads a unit's state. A unit that does not exist is reported with `load_state`
     /// `not-found`, as systemd itself does.
     pub async fn unit_state(&self, name: &str) -> Result<UnitState, ProbeError> {
-        let dbus = |call: &str, source| ProbeError::Dbus {
-            call: format!("{call}({name})"),
-            source,
-        };
-        let path = self
-            .manager()
-            .await?
-            .load_unit(name)
-            .await
-            .map_err(|e| dbus("LoadUnit", e))?;
-        let unit = UnitProxy::builder(&self.connection)
-            .path(path.clone())
-            .build()
-            .await
-            .map_err(|e| dbus("Unit proxy", e))?;
+        let dbus = |call: &str, source| dbus(name, call, source);
+        let (path, unit) = self.unit(name).await?;
         let mut state = UnitState {
             name: name.to_owned(),
             load_state: unit
@@ -253,5 +239,13 @@ impl Systemd {
             );
         }
         Ok(state)
+    }
+}
+
+/// A D-Bus failure, naming the call and the unit it was about.
+fn dbus(unit: &str, call: &str, source: zbus::Error) -> ProbeError {
+    ProbeError::Dbus {
+        call: format!("{call}({unit})"),
+        source,
     }
 }
