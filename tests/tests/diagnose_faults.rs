@@ -10,23 +10,17 @@ use serde_json::Value;
 
 #[track_caller]
 fn boot() -> Fleet {
-    let agent = binaries::path("gatemend-agent").unwrap();
-    let spec = HostSpec::default().bind_ro(agent, agent_inside());
+    let spec = HostSpec::default().with_agent().unwrap();
     match Fleet::boot(1, &spec) {
         Ok(fleet) => fleet,
         Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
     }
 }
 
-fn agent_inside() -> String {
-    format!("{}/gatemend-agent", binaries::HOST_BIN_DIR)
-}
-
 /// Runs `gatemend-agent diagnose --json ARGS` inside the host: exit code and findings.
 #[track_caller]
 fn diagnose(host: &Host, args: &[&str]) -> (i32, Vec<Value>) {
-    let agent = agent_inside();
-    let mut argv = vec![agent.as_str(), "diagnose", "--json"];
+    let mut argv = vec![binaries::AGENT_INSIDE, "diagnose", "--json"];
     argv.extend_from_slice(args);
     let out = host.output(&argv).unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();

@@ -15,7 +15,7 @@ use gatemend_tests::stack::{LogLine, free_port, make_pki};
 use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
 
 /// Where the agent is inside a host.
-const AGENT: &str = "/opt/gatemend/bin/gatemend-agent";
+const AGENT: &str = binaries::AGENT_INSIDE;
 /// The transient unit the agent runs as inside a host.
 const UNIT: &str = "gatemend-agent";
 /// Where each host keeps its certificates and config.
@@ -108,9 +108,9 @@ impl Controller {
 
 /// `count` hosts with the freshly built agent mounted at [`AGENT`].
 fn boot(count: usize) -> Fleet {
-    let agent = binaries::path("gatemend-agent")
+    let spec = HostSpec::default()
+        .with_agent()
         .unwrap_or_else(|e| panic!("{e} (run `cargo build --workspace --bins` first)"));
-    let spec = HostSpec::default().bind_ro(agent, AGENT);
     match Fleet::boot(count, &spec) {
         Ok(fleet) => fleet,
         Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),

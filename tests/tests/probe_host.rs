@@ -10,23 +10,17 @@ use serde_json::{Value, json};
 
 #[track_caller]
 fn boot() -> Fleet {
-    let agent = binaries::path("gatemend-agent").unwrap();
-    let spec = HostSpec::default().bind_ro(agent, agent_inside());
+    let spec = HostSpec::default().with_agent().unwrap();
     match Fleet::boot(1, &spec) {
         Ok(fleet) => fleet,
         Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
     }
 }
 
-fn agent_inside() -> String {
-    format!("{}/gatemend-agent", binaries::HOST_BIN_DIR)
-}
-
 /// Runs `gatemend-agent probe ARGS...` inside the host: its exit status and stdout.
 #[track_caller]
 fn probe(host: &Host, args: &[&str]) -> (bool, String) {
-    let agent = agent_inside();
-    let mut argv = vec![agent.as_str(), "probe"];
+    let mut argv = vec![binaries::AGENT_INSIDE, "probe"];
     argv.extend_from_slice(args);
     let out = host.output(&argv).unwrap();
     (

@@ -7,6 +7,9 @@ use super::TestbedError;
 /// Where the binaries are mounted inside a host.
 pub const HOST_BIN_DIR: &str = "/opt/gatemend/bin";
 
+/// The agent inside a host booted with [`super::HostSpec::with_agent`].
+pub const AGENT_INSIDE: &str = "/opt/gatemend/bin/gatemend-agent";
+
 /// The path of a workspace binary (`gatemend-agent`, `gatemend-controller`, `gatemend`) built
 /// by the same `cargo build` as the running program: beside it (a binary) or one level up
 /// (a test, which runs from `target/<profile>/deps`).

@@ -46,6 +46,12 @@ impl HostSpec {
         self.binds_ro.push((outer.into(), inside.into()));
         self
     }
+
+    /// Mounts the freshly built agent at [`super::binaries::AGENT_INSIDE`].
+    pub fn with_agent(self) -> Result<Self, TestbedError> {
+        let agent = super::binaries::path("gatemend-agent")?;
+        Ok(self.bind_ro(agent, super::binaries::AGENT_INSIDE))
+    }
 }
 
 /// A booted host. Dropping it shuts it down and removes its veth link.

@@ -13,7 +13,7 @@ use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
 use serde_json::Value;
 
 /// Where the agent is inside a host.
-pub const AGENT: &str = "/opt/gatemend/bin/gatemend-agent";
+pub const AGENT: &str = binaries::AGENT_INSIDE;
 /// php-fpm's unit and socket in the hosts.
 pub const PHP_UNIT: &str = "php8.2-fpm.service";
 pub const PHP_SOCKET: &str = "/run/php/php8.2-fpm.sock";
@@ -34,9 +34,9 @@ actions:
 /// One booted host with the agent at [`AGENT`] and [`CONFIG`] at /etc/gatemend/agent.yaml.
 #[track_caller]
 pub fn boot() -> Fleet {
-    let agent = binaries::path("gatemend-agent")
+    let spec = HostSpec::default()
+        .with_agent()
         .unwrap_or_else(|e| panic!("{e} (run `cargo build -p gatemend-agent` first)"));
-    let spec = HostSpec::default().bind_ro(agent, AGENT);
     let fleet = match Fleet::boot(1, &spec) {
         Ok(fleet) => fleet,
         Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
