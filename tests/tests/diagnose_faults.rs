@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
+use gatemend_tests::testbed::{Fleet, Host, HostSpec, backend, binaries, http};
 use serde_json::Value;
 
 #[track_caller]
@@ -153,30 +153,12 @@ fn nginx_pointed_at_the_old_php_socket_is_the_wrong_target() {
     );
 }
 
-const BACKEND: &str = "import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', 3000))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n')
-    c.close()
-";
-
-const PROXY_SITE: &str = "server {
-    listen 8080;
-    location / { proxy_pass http://127.0.0.1:3000; }
-}
-";
-
 #[test]
 fn a_stopped_proxied_backend_is_service_down_on_its_unit() {
     let fleet = boot();
     let host = &fleet.hosts()[0];
-    host.write("/opt/backend.py", BACKEND).unwrap();
-    host.write("/etc/nginx/conf.d/proxy.conf", PROXY_SITE)
+    host.write(backend::SCRIPT_PATH, backend::SCRIPT).unwrap();
+    host.write("/etc/nginx/conf.d/proxy.conf", backend::PROXY_SITE)
         .unwrap();
     host.sh("systemctl reload nginx && systemd-run --unit=backend python3 /opt/backend.py")
         .unwrap();

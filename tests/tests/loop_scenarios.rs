@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gatemend_tests::stack::{LogLine, Stack, StackSpec};
-use gatemend_tests::testbed::{Host, http};
+use gatemend_tests::testbed::{Host, backend, http};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -129,18 +129,6 @@ fn nginx_pointed_at_the_old_socket_is_escalated_with_both_paths_and_nothing_runs
     stack.verify_audit().unwrap();
 }
 
-const BACKEND: &str = "import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('127.0.0.1', 3000))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.recv(65536)
-    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n')
-    c.close()
-";
-
 #[test]
 fn a_killed_proxied_backend_is_restarted() {
     let spec = StackSpec {
@@ -151,17 +139,14 @@ fn a_killed_proxied_backend_is_restarted() {
     };
     let stack = start(&spec);
     let web = &stack.hosts()[0];
-    web.write("/opt/backend.py", BACKEND).unwrap();
+    web.write(backend::SCRIPT_PATH, backend::SCRIPT).unwrap();
     web.write(
         "/etc/systemd/system/backend.service",
         "[Service]\nExecStart=/usr/bin/python3 /opt/backend.py\n",
     )
     .unwrap();
-    web.write(
-        "/etc/nginx/conf.d/proxy.conf",
-        "server {\n    listen 8080;\n    location / { proxy_pass http://127.0.0.1:3000; }\n}\n",
-    )
-    .unwrap();
+    web.write("/etc/nginx/conf.d/proxy.conf", backend::PROXY_SITE)
+        .unwrap();
     web.sh("systemctl daemon-reload && systemctl start backend && systemctl reload nginx")
         .unwrap();
     let pid = prop(web, "backend.service", "MainPID");

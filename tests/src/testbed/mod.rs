@@ -8,6 +8,7 @@
 //! - [`binaries`]: the freshly built gatemend binaries, to bind-mount into hosts.
 //! - [`http`]: a minimal HTTP/1.0 client for asserting what nginx answers.
 
+pub mod backend;
 pub mod binaries;
 mod cgroup;
 mod error;
