@@ -8,18 +8,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use gatemend_proto::v1::link_client::LinkClient;
-use gatemend_proto::v1::{
-    ActionRequest, ActionResult, AgentMessage, ControllerMessage, Finding, Hello, agent_message,
-    controller_message,
-};
+use gatemend_proto::v1::{ActionResult, Finding, agent_message};
 use gatemend_proto::{ActionKind, ActionStatus, Cause, RootCause};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+
+mod support;
+
+use support::{Agent, Proc, free_addr};
 
 const RESTART: &str = "policies:
   - name: restart
@@ -37,23 +35,6 @@ const ESCALATE_DNS: &str = "policies:
     actions: [escalate]
     escalate: { webhook: 'http://WEBHOOK/hook' }
 ";
-
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A webhook receiver on loopback: every POST body, as JSON, in arrival order.
 fn webhook() -> (SocketAddr, std_mpsc::Receiver<serde_json::Value>) {
@@ -128,62 +109,6 @@ fn wait_log(log: &Path, needle: &str, times: usize) {
             "the controller never logged `{needle}` x{times}; its log:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Agent {
-    tx: mpsc::Sender<AgentMessage>,
-    inbound: tonic::Streaming<ControllerMessage>,
-}
-
-impl Agent {
-    async fn connect(addr: SocketAddr, host: &str) -> Agent {
-        let mut client = LinkClient::connect(format!("http://{addr}")).await.unwrap();
-        let (tx, rx) = mpsc::channel(100);
-        tx.send(AgentMessage {
-            body: Some(agent_message::Body::Hello(Hello {
-                host: host.into(),
-                allowed_actions: vec![
-                    ActionKind::RestartUnit as i32,
-                    ActionKind::FixSocketOwnership as i32,
-                ],
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-        let inbound = client
-            .stream(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Agent { tx, inbound }
-    }
-
-    async fn send(&self, body: agent_message::Body) {
-        self.tx
-            .send(AgentMessage { body: Some(body) })
-            .await
-            .unwrap();
-    }
-
-    /// The next action request, skipping acks; None when nothing comes within `wait`.
-    async fn next_request(&mut self, wait: Duration) -> Option<ActionRequest> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.inbound.message())
-                .await
-                .ok()?
-                .unwrap()
-                .unwrap();
-            match message.body {
-                Some(controller_message::Body::ActionRequest(r)) => return Some(r),
-                Some(controller_message::Body::Ack(ack)) => {
-                    assert!(ack.refused.is_empty(), "refused: {}", ack.refused);
-                }
-                None => panic!("an empty controller message"),
-            }
-        }
     }
 }
 

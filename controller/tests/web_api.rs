@@ -6,11 +6,11 @@
 // Test helpers panic by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod web_support;
+mod support;
 
 use std::time::Duration;
 
-use web_support::{Agent, Controller, client};
+use support::{Agent, Controller, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_requests_without_a_valid_token() {
@@ -518,7 +518,7 @@ async fn the_approvals_cli_lists_and_approves_with_a_token_from_the_environment_
 fn a_tokens_file_with_a_bad_entry_stops_the_controller_naming_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.yaml");
-    let good = web_support::token_new("alice", "approver");
+    let good = support::token_new("alice", "approver");
     std::fs::write(
         &tokens,
         format!(
@@ -528,14 +528,10 @@ fn a_tokens_file_with_a_bad_entry_stops_the_controller_naming_the_entry() {
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
-        .args([
-            "--insecure",
-            "--listen",
-            &web_support::free_addr().to_string(),
-        ])
+        .args(["--insecure", "--listen", &support::free_addr().to_string()])
         .args([
             "--http-listen",
-            &web_support::free_addr().to_string(),
+            &support::free_addr().to_string(),
             "--tokens",
         ])
         .arg(&tokens)

@@ -8,7 +8,7 @@
 // Test helpers panic by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod web_support;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use web_support::{Agent, Controller, Proc, free_addr};
+use support::{Agent, Controller, Proc, free_addr};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

@@ -1,6 +1,6 @@
-//! The review UI's tests share this: the real controller binary with --http-listen, --tokens
-//! (made by the real `gatemend tokens new`), --db on SQLite and an approve-mode policy; a raw
-//! gRPC stream posing as an agent; and an HTTP client.
+//! What the controller's process tests share: the real controller binary with --http-listen,
+//! --tokens (made by the real `gatemend tokens new`), --db on SQLite and an approve-mode policy
+//! (the review UI's tests); a raw gRPC stream posing as an agent; an HTTP client.
 
 #![allow(dead_code)]
 
@@ -240,7 +240,10 @@ impl Agent {
         tx.send(AgentMessage {
             body: Some(agent_message::Body::Hello(Hello {
                 host: host.into(),
-                allowed_actions: vec![ActionKind::RestartUnit as i32],
+                allowed_actions: vec![
+                    ActionKind::RestartUnit as i32,
+                    ActionKind::FixSocketOwnership as i32,
+                ],
                 labels: [("role".to_owned(), "web".to_owned())].into(),
                 ..Default::default()
             })),
