@@ -8,5 +8,8 @@
 //! web.exec(&["systemctl", "stop", "php8.2-fpm"]).unwrap();
 //! ```
 
+/// A throwaway PostgreSQL server: the controller's own test support, shared rather than copied.
+#[path = "../../controller/tests/audit_support/pg_cluster.rs"]
+pub mod pg_cluster;
 pub mod stack;
 pub mod testbed;

@@ -4,6 +4,11 @@
 //! under the host's own systemd through `deploy/systemd/gatemend-agent.service` (the hardened
 //! unit operators install), with a certificate issued for that host.
 //!
+//! Several controllers can run side by side on one PostgreSQL database that the stack starts
+//! (`StackSpec::controllers`, `StackSpec::postgres`): controller `cN` listens on its own port on
+//! every outer address, and every agent lists every controller, host `i` starting with
+//! controller `i mod N`, so the hosts spread over them and move on when one dies.
+//!
 //! The demo and the end-to-end scenarios (tests/tests/loop_*.rs) are built on it.
 
 use std::fs;
@@ -14,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
-use crate::testbed::{Fleet, Host, HostSpec, binaries};
+use crate::pg_cluster::PgCluster;
+use crate::testbed::{Fleet, Host, HostSpec, binaries, http};
 
 /// Where the agent binary is inside a host: the path the deploy unit runs.
 pub const AGENT_INSIDE: &str = "/usr/local/bin/gatemend-agent";
@@ -24,6 +30,8 @@ const PKI_INSIDE: &str = "/etc/gatemend/pki";
 const CONFIG_INSIDE: &str = "/etc/gatemend/agent.yaml";
 /// The hardened unit file, as shipped.
 const AGENT_UNIT_FILE: &str = include_str!("../../deploy/systemd/gatemend-agent.service");
+/// The database the controllers share on the stack's PostgreSQL server.
+const PG_DATABASE: &str = "gatemend";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -38,6 +46,11 @@ pub struct StackSpec {
     pub agent_yaml: String,
     /// Where the scratch directory (PKI, logs) goes; a fresh temp dir when `None`.
     pub scratch: Option<PathBuf>,
+    /// Controllers run side by side (`c1`..`cN`); more than one needs `postgres`.
+    pub controllers: usize,
+    /// Keep the audit, the approvals and the fleet state in a PostgreSQL server started for
+    /// this stack (one database every controller shares) instead of a SQLite file.
+    pub postgres: bool,
 }
 
 impl StackSpec {
@@ -49,6 +62,8 @@ impl StackSpec {
             controller_args: Vec::new(),
             agent_yaml: String::new(),
             scratch: None,
+            controllers: 1,
+            postgres: false,
         }
     }
 }
@@ -56,23 +71,39 @@ impl StackSpec {
 /// The running stack; everything stops when it is dropped.
 #[derive(Debug)]
 pub struct Stack {
-    // Dropped first: the controller goes before the hosts.
-    controller: Option<Controller>,
+    // Dropped first: the controllers go before the hosts, the database after both.
+    controllers: Vec<Option<Controller>>,
     fleet: Fleet,
+    postgres: Option<PgCluster>,
     spec: StackSpec,
     dir: PathBuf,
-    port: u16,
+    /// The agents' port of each controller, on every outer address.
+    ports: Vec<u16>,
     keep: bool,
-    /// The review UI and API, on loopback.
-    http: SocketAddr,
-    /// An approver's token for it.
+    /// The review UI and API of each controller, on loopback.
+    http: Vec<SocketAddr>,
+    /// An approver's token for them.
     token: String,
 }
 
 impl Stack {
-    /// Boots the fleet, makes the PKI, starts the controller and every agent, and waits until
-    /// every agent is connected.
+    /// Boots the fleet, makes the PKI, starts the controllers and every agent, and waits until
+    /// every agent is connected to its first controller.
     pub fn start(spec: &StackSpec) -> anyhow::Result<Stack> {
+        if spec.controllers == 0 {
+            bail!("a stack needs at least one controller");
+        }
+        if spec.controllers > 1 && !spec.postgres {
+            bail!("several controllers share one PostgreSQL database: set StackSpec::postgres");
+        }
+        // Started before the hosts boot: a missing PostgreSQL fails the test at once.
+        let postgres = if spec.postgres {
+            let pg = PgCluster::start(false)?;
+            pg.create_db(PG_DATABASE)?;
+            Some(pg)
+        } else {
+            None
+        };
         let dir = match &spec.scratch {
             Some(dir) => dir.clone(),
             None => std::env::temp_dir().join(format!(
@@ -89,27 +120,36 @@ impl Stack {
         let host_spec = HostSpec::default().bind_ro(agent, AGENT_INSIDE);
         let fleet = Fleet::boot(spec.hosts, &host_spec)?;
         let outer: Vec<Ipv4Addr> = fleet.hosts().iter().map(Host::outer_addr).collect();
-        let port = free_port(&outer)?;
+        let ports = free_ports(&outer, spec.controllers)?;
         make_pki(&dir.join("pki"), fleet.hosts())?;
-        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(&[Ipv4Addr::LOCALHOST])?));
+        let http = free_ports(&[Ipv4Addr::LOCALHOST], spec.controllers)?
+            .into_iter()
+            .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .collect();
         let token = make_token(&dir.join("tokens.yaml"))?;
         let mut stack = Stack {
-            controller: None,
+            controllers: (0..spec.controllers).map(|_| None).collect(),
             fleet,
+            postgres,
             spec: spec.clone(),
             dir,
-            port,
+            ports,
             keep: false,
             http,
             token,
         };
-        stack.start_controller()?;
-        for host in stack.fleet.hosts() {
-            install_agent(host, &stack.dir.join("pki"), port, &spec.agent_yaml)?;
+        for i in 0..spec.controllers {
+            stack.start_controller_n(i)?;
         }
-        for host in stack.fleet.hosts() {
+        for (i, host) in stack.fleet.hosts().iter().enumerate() {
+            // Host i lists the controllers from controller i on: the fleet spreads over them.
+            let mut ports = stack.ports.clone();
+            ports.rotate_left(i % spec.controllers);
+            install_agent(host, &stack.dir.join("pki"), &ports, &spec.agent_yaml)?;
+        }
+        for (i, host) in stack.fleet.hosts().iter().enumerate() {
             let name = host.name();
-            stack.controller()?.wait_for(
+            stack.controller_n(i % spec.controllers)?.wait_for(
                 &format!("{name} to connect"),
                 Duration::from_secs(60),
                 |l| l.says("Agent connected.") && l.field("host").as_deref() == Some(name.as_str()),
@@ -127,9 +167,29 @@ impl Stack {
         &self.dir
     }
 
-    /// The review UI and API: `http://127.0.0.1:PORT`.
+    /// The review UI and API of the first controller: `http://127.0.0.1:PORT`.
     pub fn ui_url(&self) -> String {
-        format!("http://{}", self.http)
+        self.ui_url_n(0)
+    }
+
+    /// The review UI and API of controller `i` (`c{i+1}`).
+    pub fn ui_url_n(&self, i: usize) -> String {
+        format!("http://{}", self.http[i])
+    }
+
+    /// Controller `i`'s `GET /healthz`: its status code and JSON body (`deciding`, `why`).
+    pub fn health_n(&self, i: usize) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = http::get(self.http[i], "/healthz")
+            .with_context(|| format!("GET /healthz of controller {}", controller_id(i)))?;
+        let body = serde_json::from_str(&response.body).with_context(|| {
+            format!(
+                "/healthz of controller {} answered {} with a body that is not JSON: {}",
+                controller_id(i),
+                response.status,
+                response.body
+            )
+        })?;
+        Ok((response.status, body))
     }
 
     /// The token of the operator `demo` (role approver), for the UI, the API and the CLI.
@@ -156,9 +216,18 @@ impl Stack {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The controller's audit log (SQLite in the scratch directory).
+    /// The controllers' database: the audit log, the approvals, the fleet state (SQLite in the
+    /// scratch directory, or the stack's PostgreSQL).
     pub fn audit_url(&self) -> String {
-        format!("sqlite://{}", self.dir.join("audit.db").display())
+        match &self.postgres {
+            Some(pg) => pg.url(PG_DATABASE),
+            None => format!("sqlite://{}", self.dir.join("audit.db").display()),
+        }
+    }
+
+    /// The PostgreSQL server, when the stack runs on one.
+    pub fn postgres(&self) -> Option<&PgCluster> {
+        self.postgres.as_ref()
     }
 
     /// `gatemend audit verify`: Ok when the hash chain is intact, else its output.
@@ -199,21 +268,51 @@ impl Stack {
         self.keep = true;
     }
 
+    /// The first controller.
     pub fn controller(&self) -> anyhow::Result<&Controller> {
-        self.controller
-            .as_ref()
-            .context("the controller is not running")
+        self.controller_n(0)
     }
 
-    /// Starts the controller (again, after [`Stack::kill_controller`]); its log is appended to.
+    /// Controller `i` (`c{i+1}`), while it runs.
+    pub fn controller_n(&self, i: usize) -> anyhow::Result<&Controller> {
+        self.controllers
+            .get(i)
+            .and_then(Option::as_ref)
+            .with_context(|| format!("controller {} is not running", controller_id(i)))
+    }
+
+    /// How many controllers the stack runs side by side (running or killed).
+    pub fn controller_count(&self) -> usize {
+        self.controllers.len()
+    }
+
+    /// Starts the first controller (again, after [`Stack::kill_controller`]).
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        self.start_controller_n(0)
+    }
+
+    /// Starts controller `i` (again, after [`Stack::kill_controller_n`]); its log
+    /// ([`Stack::controller_log`]) is appended to.
+    pub fn start_controller_n(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = *self.ports.get(i).with_context(|| {
+            format!(
+                "the stack runs {} controllers, not {}",
+                self.ports.len(),
+                i + 1
+            )
+        })?;
         let listen: Vec<SocketAddr> = self
             .fleet
             .hosts()
             .iter()
-            .map(|h| SocketAddr::from((h.outer_addr(), self.port)))
+            .map(|h| SocketAddr::from((h.outer_addr(), port)))
             .collect();
-        let log = self.dir.join("controller.log");
+        let log = self.controller_log(i);
+        let findings = if i == 0 {
+            "findings.jsonl".to_owned()
+        } else {
+            format!("findings-{}.jsonl", controller_id(i))
+        };
         let stderr = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -222,17 +321,19 @@ impl Stack {
         for addr in &listen {
             command.arg("--listen").arg(addr.to_string());
         }
+        if self.postgres.is_some() {
+            command.arg("--controller-id").arg(controller_id(i));
+        }
+        // No --state-file: with --db the fleet state lives in the database.
         command
             .arg("--tls-dir")
             .arg(self.dir.join("pki"))
             .arg("--findings-log")
-            .arg(self.dir.join("findings.jsonl"))
-            .arg("--state-file")
-            .arg(self.dir.join("fleet-state.json"))
+            .arg(self.dir.join(findings))
             .arg("--db")
             .arg(self.audit_url())
             .arg("--http-listen")
-            .arg(self.http.to_string())
+            .arg(self.http[i].to_string())
             .arg("--tokens")
             .arg(self.dir.join("tokens.yaml"))
             .arg("--policies")
@@ -253,7 +354,7 @@ impl Stack {
         for addr in &listen {
             let want = addr.to_string();
             controller.wait_for(
-                &format!("the controller to listen on {addr}"),
+                &format!("controller {} to listen on {addr}", controller_id(i)),
                 Duration::from_secs(30),
                 |l| {
                     l.says("Listening for agents.")
@@ -261,19 +362,42 @@ impl Stack {
                 },
             )?;
         }
-        self.controller = Some(controller);
+        self.controllers[i] = Some(controller);
         Ok(())
     }
 
-    /// SIGKILLs the controller: no shutdown path runs.
-    pub fn kill_controller(&mut self) {
-        self.controller = None;
+    /// Controller `i`'s log, every run of it, also after it was killed: `controller.log` for
+    /// the first, `controller-cN.log` for the others.
+    pub fn controller_log(&self, i: usize) -> PathBuf {
+        if i == 0 {
+            self.dir.join("controller.log")
+        } else {
+            self.dir
+                .join(format!("controller-{}.log", controller_id(i)))
+        }
     }
+
+    /// SIGKILLs the first controller: no shutdown path runs.
+    pub fn kill_controller(&mut self) {
+        self.kill_controller_n(0);
+    }
+
+    /// SIGKILLs controller `i`: no shutdown path runs.
+    pub fn kill_controller_n(&mut self, i: usize) {
+        if let Some(slot) = self.controllers.get_mut(i) {
+            *slot = None;
+        }
+    }
+}
+
+/// The `--controller-id` of controller `i`: `c1`, `c2`, ...
+pub fn controller_id(i: usize) -> String {
+    format!("c{}", i + 1)
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.controller = None;
+        self.controllers.clear();
         if self.keep || std::thread::panicking() {
             eprintln!("stack files kept for inspection: {}", self.dir.display());
         } else {
@@ -417,6 +541,24 @@ fn gatemend(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` distinct ports, each free on every address at once.
+fn free_ports(addrs: &[Ipv4Addr], count: usize) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..count * 20 {
+        if ports.len() == count {
+            break;
+        }
+        let port = free_port(addrs)?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        bail!("no {count} distinct ports free on all of {addrs:?}");
+    }
+    Ok(ports)
+}
+
 /// A port free on every address at once.
 pub fn free_port(addrs: &[Ipv4Addr]) -> anyhow::Result<u16> {
     let first_addr = *addrs.first().context("no host")?;
@@ -467,8 +609,9 @@ fn make_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// The host's certificate and config, the deploy unit, and the agent started through it.
-fn install_agent(host: &Host, pki: &Path, port: u16, extra_yaml: &str) -> anyhow::Result<()> {
+/// The host's certificate and config (the controllers' `ports`, tried in that order), the
+/// deploy unit, and the agent started through it.
+fn install_agent(host: &Host, pki: &Path, ports: &[u16], extra_yaml: &str) -> anyhow::Result<()> {
     let name = host.name();
     host.sh(&format!("mkdir -p {PKI_INSIDE}"))?;
     host.write(
@@ -481,6 +624,11 @@ fn install_agent(host: &Host, pki: &Path, port: u16, extra_yaml: &str) -> anyhow
     }
     host.sh(&format!("chmod 600 {PKI_INSIDE}/*.key"))?;
     let outer = host.outer_addr();
+    let endpoints = ports
+        .iter()
+        .map(|port| format!("\"https://{outer}:{port}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     host.write(
         CONFIG_INSIDE,
         &format!(
@@ -488,7 +636,7 @@ fn install_agent(host: &Host, pki: &Path, port: u16, extra_yaml: &str) -> anyhow
 labels: {{ env: demo }}
 allowed_actions: [restart_unit, start_unit, fix_socket_ownership, reload_nginx, escalate]
 controller:
-  endpoints: [\"https://{outer}:{port}\"]
+  endpoints: [{endpoints}]
   tls:
     ca: {PKI_INSIDE}/ca.pem
     cert: {PKI_INSIDE}/{name}.pem
