@@ -1,7 +1,9 @@
-//! `gatemend-loadgen`: N simulated agents over real gRPC against a running controller
-//! (started with `--insecure`), each on its own connection and stream, streaming findings.
+//! `gatemend-loadgen`: N simulated agents over real gRPC against running controllers
+//! (started with `--insecure`), each on its own connection and stream, streaming findings;
+//! with several `--target`s the agents are spread over them in turn (agent i on target
+//! i mod N), as a fleet is spread over several controllers on one database.
 //! Reports the agents held, findings acked per second and the ack latency percentiles; with
-//! `--controller-pid`, the controller's RSS and CPU time too. A benchmark: it measures, it
+//! `--controller-pid`, the controllers' RSS and CPU time too. A benchmark: it measures, it
 //! does not pass or fail.
 
 use std::collections::VecDeque;
@@ -23,9 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
     about = "simulated agents against a gatemend controller"
 )]
 struct Cli {
-    /// The controller's listen address (loopback).
+    /// A controller's listen address (loopback); repeat it to spread the agents over several.
     #[arg(long, default_value = "127.0.0.1:7443")]
-    target: SocketAddr,
+    target: Vec<SocketAddr>,
     /// Simulated agents, one connection and stream each.
     #[arg(long, default_value_t = 100)]
     agents: usize,
@@ -38,9 +40,9 @@ struct Cli {
     /// Findings in flight (sent, not acked) per agent.
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// The controller's pid, to report its RSS and CPU time.
+    /// A controller's pid, to report its RSS and CPU time; repeat it for several.
     #[arg(long)]
-    controller_pid: Option<u32>,
+    controller_pid: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -70,10 +72,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     anyhow::ensure!(
-        cli.target.ip().is_loopback(),
+        cli.target.iter().all(|t| t.ip().is_loopback()),
         "the load generator only targets loopback"
     );
-    let cpu_before = cli.controller_pid.map(cpu_ticks).transpose()?;
+    let cpu_before = cli
+        .controller_pid
+        .iter()
+        .map(|pid| cpu_ticks(*pid))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
     let per_agent_interval =
         (cli.rate > 0).then(|| Duration::from_secs_f64(cli.agents as f64 / f64::from(cli.rate)));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(cli.agents.max(1));
@@ -82,7 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for i in 0..cli.agents {
         tasks.push(tokio::spawn(agent(
             i,
-            cli.target,
+            cli.target[i % cli.target.len()],
             cli.window.max(1),
             per_agent_interval,
             Duration::from_secs(cli.duration),
@@ -117,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map_or(0.0, |us| f64::from(*us) / 1000.0)
     };
     println!("agents requested:   {}", cli.agents);
+    println!("controllers:        {}", cli.target.len());
     println!("agents connected:   {connected} (in {connect_time:.1?})");
     println!("agents held to end: {held}");
     println!("findings acked:     {acked} in {elapsed:.1?}");
@@ -126,15 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     println!("ack latency p50:    {:.2} ms", pct(0.50));
     println!("ack latency p99:    {:.2} ms", pct(0.99));
-    if let Some(pid) = cli.controller_pid {
-        let ticks = cpu_ticks(pid)? - cpu_before.unwrap_or(0);
+    for (pid, before) in cli.controller_pid.iter().zip(cpu_before) {
+        let ticks = cpu_ticks(*pid)?.saturating_sub(before);
         // Linux reports CPU time in clock ticks of 1/100 s on every common configuration.
         let cpu_s = ticks as f64 / 100.0;
         println!(
-            "controller CPU:     {cpu_s:.1} s ({:.0}% of one core over the run)",
+            "controller {pid} CPU: {cpu_s:.1} s ({:.0}% of one core over the run)",
             100.0 * cpu_s / elapsed.as_secs_f64()
         );
-        println!("controller RSS:     {} MiB", rss_kib(pid)? / 1024);
+        println!("controller {pid} RSS: {} MiB", rss_kib(*pid)? / 1024);
     }
     Ok(())
 }

@@ -118,6 +118,39 @@ impl PgCluster {
         args(&mut c);
         run(&mut c)
     }
+
+    /// Stops the server as an operator would for maintenance (`pg_ctl stop -m fast`: clients
+    /// are disconnected, the data stays); [`PgCluster::start_again`] brings it back.
+    // Only the tests that take the server away use these; the others include this file too.
+    #[allow(dead_code)]
+    pub fn stop(&self) -> Result<()> {
+        self.as_postgres("pg_ctl", |c| {
+            c.arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]);
+        })
+        .map(drop)
+    }
+
+    /// Starts the stopped server again: same data directory, port, sockets and settings. The
+    /// settings are those of its last start, which PostgreSQL keeps in `postmaster.opts`;
+    /// `pg_ctl restart` reads them the same way (everything after the program's path).
+    #[allow(dead_code)]
+    pub fn start_again(&self) -> Result<()> {
+        let opts = std::fs::read_to_string(self.data.join("postmaster.opts"))?;
+        let options = opts
+            .split_once(" \"")
+            .map(|(_, rest)| format!("\"{}", rest.trim_end()))
+            .context("postmaster.opts without options")?;
+        self.as_postgres("pg_ctl", |c| {
+            c.arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.dir.path().join("server.log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"]);
+        })
+        .map(drop)
+    }
 }
 
 impl Drop for PgCluster {

@@ -1,9 +1,11 @@
 //! What the controller's process tests share: the real controller binary with --http-listen,
 //! --tokens (made by the real `gatemend tokens new`), --db on SQLite and an approve-mode policy
-//! (the review UI's tests); a raw gRPC stream posing as an agent; an HTTP client.
+//! (the review UI's tests) or on a database and policy of the test's choice ([`Launch`]); a raw
+//! gRPC stream posing as an agent; an HTTP client.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -85,12 +87,40 @@ pub struct Controller {
     pub root: String,
 }
 
+/// How a controller under test is started.
+pub struct Launch<'a> {
+    /// The database URL; `None`: SQLite in the controller's own directory.
+    pub db: Option<&'a str>,
+    /// The text of its one policy file.
+    pub policy: &'a str,
+    /// Further arguments (`--controller-id ...`, rate limits).
+    pub args: &'a [&'a str],
+    /// Its log level (`RUST_LOG`).
+    pub log_level: &'a str,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            db: None,
+            policy: APPROVE_RESTART,
+            args: &[],
+            log_level: "info",
+        }
+    }
+}
+
 impl Controller {
+    /// On its own SQLite database, with the approve-mode restart policy.
     pub fn start() -> Controller {
+        Controller::launch(&Launch::default())
+    }
+
+    pub fn launch(launch: &Launch<'_>) -> Controller {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
-        std::fs::write(policies.join("restart.yaml"), APPROVE_RESTART).unwrap();
+        std::fs::write(policies.join("policy.yaml"), launch.policy).unwrap();
         let alice = token_new("alice", "approver");
         let vera = token_new("vera", "viewer");
         let root = token_new("root", "admin");
@@ -100,7 +130,10 @@ impl Controller {
             format!("tokens:\n{}\n{}\n{}\n", alice.line, vera.line, root.line),
         )
         .unwrap();
-        let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let db = launch.db.map_or_else(
+            || format!("sqlite://{}", dir.path().join("audit.db").display()),
+            str::to_owned,
+        );
         let log = dir.path().join("controller.log");
         let grpc = free_addr();
         let http = free_addr();
@@ -109,19 +142,21 @@ impl Controller {
             .arg(&policies)
             .args(["--db", &db, "--http-listen", &http.to_string(), "--tokens"])
             .arg(&tokens)
-            .env("RUST_LOG", "info")
+            .args(launch.args)
+            .env("RUST_LOG", launch.log_level)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let proc = Proc(child);
+        let mut proc = Proc(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(http).is_err()
             || std::net::TcpStream::connect(grpc).is_err()
         {
+            let exited = proc.0.try_wait().unwrap();
             assert!(
-                Instant::now() < deadline,
-                "the controller did not listen; its log:\n{}",
+                exited.is_none() && Instant::now() < deadline,
+                "the controller did not listen ({exited:?}); its log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -137,6 +172,29 @@ impl Controller {
             vera: vera.token,
             root: root.token,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// `GET /healthz`, unauthenticated: the status and the JSON body.
+    pub async fn healthz(&self) -> (u16, serde_json::Value) {
+        let response = client().get(self.url("/healthz")).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// `/metrics` read as a viewer: every sample by its series (`name{labels}`).
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        let response = client()
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.vera)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        parse_metrics(&response.text().await.unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -218,6 +276,22 @@ impl Controller {
     }
 }
 
+/// Prometheus text as samples by series (`name{labels}`); comments skipped.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {l:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {l:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
 /// A client that does not follow redirects (the tests look at them).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -256,6 +330,11 @@ impl Agent {
             .unwrap()
             .into_inner();
         Agent { tx, inbound }
+    }
+
+    /// Another handle on the stream's outgoing side, to send from a task of its own.
+    pub fn sender(&self) -> mpsc::Sender<AgentMessage> {
+        self.tx.clone()
     }
 
     pub async fn send(&self, body: agent_message::Body) {
