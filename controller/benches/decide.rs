@@ -104,12 +104,12 @@ fn main() {
     let mut state = FleetState::new();
     let labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
     for h in 0..HOSTS {
-        state.host_online(&format!("web-{h}"), labels.clone());
+        state.host_online(&format!("web-{h}"), labels.clone(), "");
     }
     let findings: Vec<Finding> = (0..4096).map(finding).collect();
     // History: findings on 2,000 hosts, cooldowns, 50 actions in flight.
     for (i, f) in findings.iter().enumerate().take(2000) {
-        state.record_finding(f, NOW - 30_000);
+        state.record_finding(f, NOW - 30_000, "");
         if i % 10 == 0 {
             state.record_acted(&f.host, &format!("p{}", i % POLICIES), NOW - 60_000);
         }
@@ -121,6 +121,7 @@ fn main() {
                     policy: format!("p{}", i % POLICIES),
                     cause: f.cause,
                     since: NOW - 10_000,
+                    chain: None,
                 },
                 Duration::from_secs(3600),
                 NOW - 10_000,
@@ -128,7 +129,7 @@ fn main() {
         }
     }
     for f in &findings {
-        state.record_finding(f, NOW);
+        state.record_finding(f, NOW, "");
     }
 
     let opts = Options::default();

@@ -126,7 +126,7 @@ proptest! {
             match op {
                 Op::Advance(ms) => now += ms,
                 Op::Online(i) => {
-                    state.host_online(&host(i), BTreeMap::new());
+                    state.host_online(&host(i), BTreeMap::new(), "");
                     oracle.online.insert(host(i), true);
                 }
                 Op::Offline(i) => {
@@ -158,7 +158,7 @@ proptest! {
                         resolved,
                         labels: BTreeMap::new(),
                     };
-                    state.record_finding(&f, now);
+                    state.record_finding(&f, now, "");
                     oracle.online.insert(host(i), true);
                     if !resolved {
                         let seen = oracle.seen.entry((host(i), cause)).or_insert(now);
@@ -182,7 +182,7 @@ proptest! {
                         let id = format!("a{next_id}");
                         state.record_dispatched(
                             &id,
-                            InFlight { host: host(i), policy: p.name.clone(), cause, since: now },
+                            InFlight { host: host(i), policy: p.name.clone(), cause, since: now, chain: None },
                             p.guards.attempts_window,
                             now,
                         );

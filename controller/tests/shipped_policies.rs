@@ -57,7 +57,7 @@ fn every_cause_with_every_root_cause_meets_a_policy() {
         for &root in RootCause::ALL {
             let f = finding(cause, root);
             let mut state = FleetState::new();
-            state.record_finding(&f, 60_000);
+            state.record_finding(&f, 60_000, "");
             let d = decide::decide(&set, &state, &f, 60_000, Options::default());
             assert_ne!(d.outcome, Outcome::NoPolicy, "{cause} / {root}");
         }
@@ -86,7 +86,7 @@ fn only_a_proven_service_down_restarts_unattended() {
     }
     let f = finding(Cause::UpstreamSocketMissing, RootCause::ServiceDown);
     let mut state = FleetState::new();
-    state.record_finding(&f, 60_000);
+    state.record_finding(&f, 60_000, "");
     let d = decide::decide(&set, &state, &f, 60_000, Options::default());
     assert_eq!(d.outcome, Outcome::Execute);
     for (cause, root, outcome) in [
@@ -116,7 +116,7 @@ fn only_a_proven_service_down_restarts_unattended() {
     ] {
         let f = finding(cause, root);
         let mut state = FleetState::new();
-        state.record_finding(&f, 60_000);
+        state.record_finding(&f, 60_000, "");
         let d = decide::decide(&set, &state, &f, 60_000, Options::default());
         assert_eq!(d.outcome.id(), outcome, "{cause} / {root}");
     }

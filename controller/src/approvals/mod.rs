@@ -253,16 +253,19 @@ impl Approvals {
     /// Claims an approved approval for dispatch: true for exactly one caller, whichever
     /// controller it runs in.
     pub async fn claim(&self, id: &str, now: UnixMs) -> Result<bool, ApprovalError> {
-        let changed = sqlx::query(
-            "UPDATE approvals SET dispatched_at = $1 \
-             WHERE id = $2 AND state = 'approved' AND dispatched_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(changed == 1)
+        claim_on(&self.pool, id, now).await
+    }
+
+    /// [`Approvals::claim`] inside the caller's transaction (the dispatcher's batch on a
+    /// shared database): the claim commits together with the dispatch it leads to, or not at
+    /// all.
+    pub async fn claim_in(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        now: UnixMs,
+    ) -> Result<bool, ApprovalError> {
+        claim_on(tx, id, now).await
     }
 
     /// Marks every pending approval past its expiry expired; returns them.
@@ -333,4 +336,21 @@ fn approval_of(row: &sqlx::any::AnyRow) -> Result<Approval, ApprovalError> {
         reason: row.try_get(12)?,
         decided_at: row.try_get(13)?,
     })
+}
+
+/// Sets `dispatched_at` once: true for the one caller that changed the row.
+async fn claim_on<'c, E>(executor: E, id: &str, now: UnixMs) -> Result<bool, ApprovalError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let changed = sqlx::query(
+        "UPDATE approvals SET dispatched_at = $1 \
+         WHERE id = $2 AND state = 'approved' AND dispatched_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }

@@ -12,7 +12,7 @@ use clap::Parser;
 use gatemend_controller::approvals::Approvals;
 use gatemend_controller::audit::{Audit, Kind, NewRecord};
 use gatemend_controller::decide::Options;
-use gatemend_controller::dispatch::{Dispatcher, Notifier};
+use gatemend_controller::dispatch::{Dispatcher, Notifier, StateDb};
 use gatemend_controller::ingest::{
     self, FileSink, FindingSink, Fleet, Ingested, Limits, LinkService, MemorySink, PeerAuth,
 };
@@ -74,10 +74,16 @@ struct Cli {
     /// action durably before it is dispatched). Without it, nothing is audited.
     #[arg(long)]
     db: Option<String>,
-    /// The fleet state (cooldowns, attempts, storms) kept across restarts. Without it a
-    /// restarted controller forgets what it did and may act again on an incident it is mending.
-    #[arg(long)]
+    /// The fleet state (cooldowns, attempts, in-flight actions, storms) kept across restarts,
+    /// for a controller without --db (with --db the state lives in the database, shared by
+    /// every controller on it). Without either, a restarted controller forgets what it did and
+    /// may act again on an incident it is mending.
+    #[arg(long, conflicts_with = "db")]
     state_file: Option<PathBuf>,
+    /// This controller's name among the controllers sharing a database: in the fleet state,
+    /// the audit and `/healthz`. Distinct per controller; by default `HOSTNAME-PID`.
+    #[arg(long)]
+    controller_id: Option<String>,
     /// Serve the review UI, the operator API (`/api/v1/`) and `/metrics` on this address.
     /// Plain HTTP: keep it on loopback or behind a TLS proxy. Needs --tokens.
     #[arg(long, requires = "tokens")]
@@ -173,14 +179,25 @@ async fn serve<S: FindingSink>(
     let options = Options {
         dry_run: cli.dry_run,
     };
-    let mut dispatcher = Dispatcher::new(policies, options, fleet.clone(), notifier);
-    match &cli.state_file {
-        Some(path) => {
+    let id = cli.controller_id.clone().unwrap_or_else(default_id);
+    tracing::info!(controller = %id, "Starting.");
+    let mut dispatcher = Dispatcher::new(&id, policies, options, fleet.clone(), notifier);
+    match (&cli.state_file, &audit) {
+        (_, Some(audit)) => {
+            // The guards' state lives beside the audit log, shared by every controller on it.
+            let db = StateDb::open(audit.pool().clone(), audit.backend())
+                .await
+                .context("opening the fleet state in the database")?;
+            dispatcher = dispatcher.with_state_db(db);
+        }
+        (Some(path), None) => {
             dispatcher = dispatcher
                 .with_state_file(path.clone())
                 .context("loading the fleet state")?;
         }
-        None => tracing::warn!("No --state-file: a restart forgets cooldowns and attempts."),
+        (None, None) => {
+            tracing::warn!("No --db nor --state-file: a restart forgets cooldowns and attempts.");
+        }
     }
     // Approvals live beside the audit log, in its database.
     let approvals = match &audit {
@@ -200,6 +217,7 @@ async fn serve<S: FindingSink>(
     // The review UI and API (issue 7) hand approved approvals to the dispatcher through this.
     let dispatch = dispatcher.handle();
     let dispatch_stats = dispatcher.stats();
+    let health = dispatcher.health();
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
         fleet.clone(),
@@ -216,7 +234,8 @@ async fn serve<S: FindingSink>(
         let mut ui = Web::builder(web_fleet, tokens)
             .ingest_stats(service.stats())
             .dispatcher(dispatch)
-            .dispatch_stats(dispatch_stats);
+            .dispatch_stats(dispatch_stats)
+            .health(health);
         if let Some(audit) = audit {
             ui = ui.audit(audit);
         }
@@ -302,6 +321,16 @@ fn start_policies(
         }
     });
     Ok(receiver)
+}
+
+/// `HOSTNAME-PID`: distinct between the processes of one machine and between machines.
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "controller".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Marks silent hosts offline (streams also time out on their own; this keeps the view honest).

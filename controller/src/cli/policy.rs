@@ -125,7 +125,7 @@ pub fn run(command: PolicyCommand) -> Result<bool, PolicyCliError> {
                 Some(text) => parse_now(&text)?,
                 None => system_now(),
             };
-            state.record_finding(&finding, now);
+            state.record_finding(&finding, now, "");
             print!(
                 "{}",
                 explain_text(&set, &state, &finding, now, Options { dry_run })

@@ -32,7 +32,10 @@ use crate::policy::{Mode, Policy, PolicySet, format_duration};
 
 pub use error::FindingError;
 pub use finding::{Finding, UnixMs};
-pub use state::{Acted, Attempts, FleetData, FleetState, HostState, InFlight, Seen, StormEpisode};
+pub use state::{
+    Acted, Attempts, ChainState, Changes, FleetData, FleetState, HostState, InFlight, Seen,
+    StormEpisode,
+};
 
 use state::window_ms;
 

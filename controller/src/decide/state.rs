@@ -1,17 +1,21 @@
 //! What the guards remember about the fleet, as one plain serialisable struct.
 //!
-//! [`FleetData`] is the state itself: hosts, in-flight actions, storm episodes. It is shaped
-//! like the tables it will become when several controllers share a PostgreSQL database
-//! (issue 9): a row per host, per in-flight action, per storm; nothing is hidden inside the
-//! policies or the matcher. [`FleetState`] adds indices derived from it (rebuilt on
-//! deserialization, never serialized) so that a decision costs a few lookups, not a scan of
-//! 10,000 hosts.
+//! [`FleetData`] is the state itself: hosts, in-flight actions (with where their chains
+//! stand), storm episodes, the controllers deciding on it. It is shaped like the tables it is
+//! kept in when several controllers share a database (`dispatch::state_db`): a row per host,
+//! per in-flight action, per storm, per controller; nothing is hidden inside the policies or
+//! the matcher. [`FleetState`] adds indices derived from it (rebuilt on deserialization, never
+//! serialized) so that a decision costs a few lookups, not a scan of 10,000 hosts, and records
+//! what changed ([`FleetState::take_changes`]) so that only that is written back.
 //!
 //! Reading is done by [`super::decide`]; changing only by the explicit transitions below:
 //! [`FleetState::host_online`], [`FleetState::host_offline`], [`FleetState::record_finding`],
 //! [`FleetState::record_acted`], [`FleetState::record_storm`],
 //! [`FleetState::record_attempts_escalated`], [`FleetState::record_dispatched`],
-//! [`FleetState::record_finished`]. [`super::apply`] applies a decision's transitions.
+//! [`FleetState::record_progress`], [`FleetState::record_finished`],
+//! [`FleetState::record_heartbeat`], [`FleetState::forget_controller`]; and by the `set_*`
+//! methods, which replace a part with what another controller wrote. [`super::apply`] applies
+//! a decision's transitions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -39,6 +43,9 @@ pub struct HostState {
     pub acted: Vec<Acted>,
     /// Actions dispatched per cause (max_attempts).
     pub attempts: Vec<Attempts>,
+    /// The controller its agent is connected to, while online (several controllers share one
+    /// database: only that one marks it offline).
+    pub controller: String,
 }
 
 /// A cause's latest sighting on a host.
@@ -90,6 +97,24 @@ pub struct InFlight {
     pub cause: Cause,
     /// When it was dispatched.
     pub since: UnixMs,
+    /// Where its chain of actions stands, so that whichever controller the host reconnects
+    /// to can send the running action again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainState>,
+}
+
+/// Where a chain of actions stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainState {
+    /// The finding it mends.
+    pub finding: Finding,
+    /// The index of the running action in the policy's actions.
+    pub current: usize,
+    /// The controller driving it (sending its actions, waiting for their results).
+    pub owner: String,
+    /// When the running action is given up if no result came.
+    pub expires_at: UnixMs,
 }
 
 /// A storm of one cause: escalated once, held since.
@@ -112,6 +137,9 @@ pub struct FleetData {
     pub in_flight: BTreeMap<String, InFlight>,
     /// Storm episodes by cause.
     pub storms: BTreeMap<Cause, StormEpisode>,
+    /// The controllers deciding on this state, by id: their latest heartbeat. A controller
+    /// silent too long is gone, and its hosts are offline until they reconnect elsewhere.
+    pub controllers: BTreeMap<String, UnixMs>,
 }
 
 /// [`FleetData`] with the indices the guards need. Serializes as `FleetData`.
@@ -124,6 +152,19 @@ pub struct FleetState {
     busy: HashMap<String, u32>,
     /// Per cause (by wire value): (last seen, host) of the ONLINE hosts that showed it.
     by_cause: Vec<BTreeSet<(UnixMs, String)>>,
+    /// What changed since [`FleetState::take_changes`] last asked: what a shared database
+    /// must be told.
+    changes: Changes,
+}
+
+/// What changed in a [`FleetState`]: the hosts by name, and whether the in-flight actions or
+/// the storm episodes did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub hosts: BTreeSet<String>,
+    pub in_flight: bool,
+    pub storms: bool,
+    pub controllers: bool,
 }
 
 fn slot(cause: Cause) -> usize {
@@ -144,6 +185,7 @@ impl FleetState {
             busy: HashMap::new(),
             by_cause: vec![BTreeSet::new(); slots],
             data,
+            changes: Changes::default(),
         };
         for (name, host) in &state.data.hosts {
             if host.online {
@@ -237,18 +279,15 @@ impl FleetState {
         self.data.storms.get(&cause)
     }
 
-    /// The host's agent connected (with the labels of its Hello).
-    pub fn host_online(&mut self, name: &str, labels: BTreeMap<String, String>) {
+    /// The host's agent connected to `controller` (with the labels of its Hello).
+    pub fn host_online(&mut self, name: &str, labels: BTreeMap<String, String>, controller: &str) {
+        self.changes.hosts.insert(name.to_owned());
         let host = self.data.hosts.entry(name.to_owned()).or_default();
         host.labels = labels;
+        controller.clone_into(&mut host.controller);
         if !host.online {
             host.online = true;
-            self.online += 1;
-            for seen in &host.seen {
-                if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
-                    set.insert((seen.at, name.to_owned()));
-                }
-            }
+            self.mark_online(name);
         }
     }
 
@@ -257,19 +296,14 @@ impl FleetState {
         let Some(host) = self.data.hosts.get_mut(name) else {
             return;
         };
-        if host.online {
-            host.online = false;
-            self.online -= 1;
-            for seen in &host.seen {
-                if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
-                    set.remove(&(seen.at, name.to_owned()));
-                }
-            }
-        }
+        host.controller.clear();
+        self.changes.hosts.insert(name.to_owned());
+        self.host_offline_quietly(name);
     }
 
-    /// A finding (new, updated or resolved) arrived at `now`. Its host is online: it spoke.
-    pub fn record_finding(&mut self, f: &Finding, now: UnixMs) {
+    /// A finding (new, updated or resolved) arrived at `controller` at `now`. Its host is
+    /// online: it spoke.
+    pub fn record_finding(&mut self, f: &Finding, now: UnixMs, controller: &str) {
         if !self.data.hosts.get(&f.host).is_some_and(|h| h.online) {
             let labels = self
                 .data
@@ -278,11 +312,12 @@ impl FleetState {
                 .map(|h| h.labels.clone())
                 .filter(|l| !l.is_empty())
                 .unwrap_or_else(|| f.labels.clone());
-            self.host_online(&f.host, labels);
+            self.host_online(&f.host, labels, controller);
         }
         let Some(host) = self.data.hosts.get_mut(&f.host) else {
             return;
         };
+        self.changes.hosts.insert(f.host.clone());
         if f.resolved {
             host.open_findings.remove(&f.id);
             if host.open_findings.is_empty() && host.healthy_since.is_none() {
@@ -319,6 +354,7 @@ impl FleetState {
 
     /// `policy` acted on `host` at `now` (starts its cooldown).
     pub fn record_acted(&mut self, host: &str, policy: &str, now: UnixMs) {
+        self.changes.hosts.insert(host.to_owned());
         let host = self.data.hosts.entry(host.to_owned()).or_default();
         match host.acted.iter_mut().find(|a| a.policy == policy) {
             Some(acted) => acted.at = now,
@@ -331,6 +367,7 @@ impl FleetState {
 
     /// A storm of `cause` was escalated (`escalated`) or found still on at `now`.
     pub fn record_storm(&mut self, cause: Cause, escalated: bool, now: UnixMs) {
+        self.changes.storms = true;
         match self.data.storms.get_mut(&cause) {
             Some(episode) if !escalated => episode.last_seen = now,
             _ => {
@@ -347,6 +384,7 @@ impl FleetState {
 
     /// The exhausted attempts of `cause` on `host` were escalated.
     pub fn record_attempts_escalated(&mut self, host: &str, cause: Cause) {
+        self.changes.hosts.insert(host.to_owned());
         if let Some(a) = self
             .data
             .hosts
@@ -366,6 +404,8 @@ impl FleetState {
         now: UnixMs,
     ) {
         let window_ms = u64::try_from(attempts_window.as_millis()).unwrap_or(u64::MAX);
+        self.changes.hosts.insert(action.host.clone());
+        self.changes.in_flight = true;
         let host = self.data.hosts.entry(action.host.clone()).or_default();
         let healthy_since = host.healthy_since;
         match host.attempts.iter_mut().find(|a| a.cause == action.cause) {
@@ -401,8 +441,115 @@ impl FleetState {
     /// The action `id` finished (whatever its outcome); returns it if it was in flight.
     pub fn record_finished(&mut self, id: &str) -> Option<InFlight> {
         let action = self.data.in_flight.remove(id)?;
+        self.changes.in_flight = true;
         self.release(&action.host);
         Some(action)
+    }
+
+    /// The in-flight action `id`'s chain moved on (or changed hands).
+    pub fn record_progress(&mut self, id: &str, chain: ChainState) {
+        if let Some(action) = self.data.in_flight.get_mut(id) {
+            action.chain = Some(chain);
+            self.changes.in_flight = true;
+        }
+    }
+
+    /// What changed since the last call; resets the record.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Replaces one host with what another controller wrote (keeps the indices right).
+    pub fn set_host(&mut self, name: &str, host: HostState) {
+        self.host_offline_quietly(name);
+        let online = host.online;
+        self.data.hosts.insert(name.to_owned(), host);
+        if online {
+            self.mark_online(name);
+        }
+    }
+
+    /// Replaces the in-flight actions with what the database holds.
+    pub fn set_in_flight(&mut self, in_flight: BTreeMap<String, InFlight>) {
+        self.busy.clear();
+        for action in in_flight.values() {
+            *self.busy.entry(action.host.clone()).or_default() += 1;
+        }
+        self.data.in_flight = in_flight;
+    }
+
+    /// Replaces the storm episodes with what the database holds.
+    pub fn set_storms(&mut self, storms: BTreeMap<Cause, StormEpisode>) {
+        self.data.storms = storms;
+    }
+
+    /// Replaces the controllers' heartbeats with what the database holds.
+    pub fn set_controllers(&mut self, controllers: BTreeMap<String, UnixMs>) {
+        self.data.controllers = controllers;
+    }
+
+    /// `controller` is alive at `now`.
+    pub fn record_heartbeat(&mut self, controller: &str, now: UnixMs) {
+        self.changes.controllers = true;
+        self.data.controllers.insert(controller.to_owned(), now);
+    }
+
+    /// The controllers not heard from for `silent` at `now`.
+    pub fn silent_controllers(&self, now: UnixMs, silent: Duration) -> Vec<String> {
+        let silent = window_ms(silent);
+        self.data
+            .controllers
+            .iter()
+            .filter(|(_, at)| now.saturating_sub(**at) >= silent)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// `controller` is gone: its hosts are offline (until they say Hello to another one).
+    /// Returns them.
+    pub fn forget_controller(&mut self, controller: &str) -> Vec<String> {
+        self.changes.controllers = true;
+        self.data.controllers.remove(controller);
+        let hosts: Vec<String> = self
+            .data
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.online && h.controller == controller)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &hosts {
+            self.host_offline(name);
+        }
+        hosts
+    }
+
+    /// Takes a host out of the online indices without recording a change.
+    fn host_offline_quietly(&mut self, name: &str) {
+        let Some(host) = self.data.hosts.get_mut(name) else {
+            return;
+        };
+        if host.online {
+            host.online = false;
+            self.online -= 1;
+            for seen in &host.seen {
+                if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
+                    set.remove(&(seen.at, name.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Puts an online host into the indices.
+    fn mark_online(&mut self, name: &str) {
+        let Some(host) = self.data.hosts.get(name) else {
+            return;
+        };
+        self.online += 1;
+        for seen in &host.seen {
+            if let Some(set) = self.by_cause.get_mut(slot(seen.cause)) {
+                set.insert((seen.at, name.to_owned()));
+            }
+        }
     }
 
     fn release(&mut self, host: &str) {

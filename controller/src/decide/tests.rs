@@ -59,7 +59,7 @@ fn step<'p>(
     now: UnixMs,
     opts: Options,
 ) -> Decision<'p> {
-    state.record_finding(f, now);
+    state.record_finding(f, now, "");
     let d = decide(set, state, f, now, opts);
     apply(state, &d, f, now);
     if let (Outcome::Execute, Some(p)) = (d.outcome, d.policy) {
@@ -70,6 +70,7 @@ fn step<'p>(
                 policy: p.name.clone(),
                 cause: f.cause,
                 since: now,
+                chain: None,
             },
             p.guards.attempts_window,
             now,
@@ -171,7 +172,11 @@ fn units_hosts_and_labels_are_matched() {
     f.labels.insert("env".into(), "prod".into());
     assert_eq!(matches(&set.policies()[0], &f, &state, T0), Ok(()));
     // The fleet state's labels (from the agent's Hello) win over the finding's.
-    state.host_online("web-1", BTreeMap::from([("env".into(), "staging".into())]));
+    state.host_online(
+        "web-1",
+        BTreeMap::from([("env".into(), "staging".into())]),
+        "",
+    );
     assert_eq!(
         matches(&set.policies()[0], &f, &state, T0),
         Err(Mismatch::HostLabel {
@@ -338,7 +343,7 @@ fn exhausted_attempts_escalate_once_then_hold_and_reset_after_a_healthy_window()
     // Healthy for less than the window: the attempts still count.
     let mut resolved = f.clone();
     resolved.resolved = true;
-    state.record_finding(&resolved, now);
+    state.record_finding(&resolved, now, "");
     now += 30 * MIN;
     assert_eq!(
         step(&set, &mut state, &f, now, Options::default()).outcome,
@@ -348,7 +353,7 @@ fn exhausted_attempts_escalate_once_then_hold_and_reset_after_a_healthy_window()
         }
     );
     // Healthy for the whole window: they reset.
-    state.record_finding(&resolved, now);
+    state.record_finding(&resolved, now, "");
     now += 60 * MIN;
     assert_eq!(state.attempts("web-1", f.cause, now), (0, false));
     assert_eq!(
@@ -366,7 +371,7 @@ fn fleet_limits_count_every_in_flight_action_of_every_policy() {
 ");
     let mut state = FleetState::new();
     for i in 0..10 {
-        state.host_online(&format!("web-{i}"), BTreeMap::new());
+        state.host_online(&format!("web-{i}"), BTreeMap::new(), "");
     }
     let mut reset = finding("web-0");
     reset.cause = Cause::UpstreamReset;
@@ -403,7 +408,7 @@ fn max_percent_rounds_up_so_a_small_fleet_heals_one_host_at_a_time() {
     ));
     let mut state = FleetState::new();
     for i in 0..3 {
-        state.host_online(&format!("web-{i}"), BTreeMap::new());
+        state.host_online(&format!("web-{i}"), BTreeMap::new(), "");
     }
     let d = step(&set, &mut state, &finding("web-0"), T0, Options::default());
     assert_eq!(d.outcome, Outcome::Execute);
@@ -431,7 +436,7 @@ fn a_storm_escalates_once_holds_every_host_and_ends_with_its_window() {
     ));
     let mut state = FleetState::new();
     for i in 0..10 {
-        state.host_online(&format!("web-{i}"), BTreeMap::new());
+        state.host_online(&format!("web-{i}"), BTreeMap::new(), "");
     }
     // Two hosts: below both 30% of 10 (3) and min_hosts.
     assert_eq!(
@@ -519,6 +524,7 @@ fn escalate_only_policies_skip_host_guards_but_keep_the_cooldown() {
             policy: "other".into(),
             cause: Cause::UpstreamRefused,
             since: T0,
+            chain: None,
         },
         Duration::from_secs(3600),
         T0,
@@ -552,7 +558,7 @@ fn the_state_round_trips_through_json_with_its_indices_rebuilt() {
     ));
     let mut state = FleetState::new();
     step(&set, &mut state, &finding("web-0"), T0, Options::default());
-    state.host_online("web-1", BTreeMap::new());
+    state.host_online("web-1", BTreeMap::new(), "");
     let json = serde_json::to_string(&state).unwrap();
     let back: FleetState = serde_json::from_str(&json).unwrap();
     assert_eq!(back.data(), state.data());

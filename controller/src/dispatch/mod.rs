@@ -15,10 +15,24 @@
 //! When the controller cannot do what a policy says — no unit to restart, the host offline, an
 //! action failed or never answered — it escalates instead: in doubt, a human decides.
 //!
-//! The state lives in this one task: no lock, and decisions are made in arrival order.
+//! The state lives in this one task, and decisions are made in arrival order, in batches:
+//! events that arrive together, or one tick of the clock. With a database ([`state_db`]) each
+//! batch is one session: the fleet state is locked and brought up to date first, written back
+//! and committed last, and only then are its actions sent and its escalations notified
+//! ([`Outgoing`]). Several controllers on one PostgreSQL thus count the guards over the whole
+//! fleet. When the database is lost, the batch is decided again once it is back; meanwhile the
+//! dispatcher decides nothing ([`health`]) and the events wait (ingest stops acking when the
+//! queue is full; the agents keep their outboxes).
+//!
+//! A chain of actions belongs to the controller that sends its actions; it is kept in the
+//! fleet state with its progress ([`decide::ChainState`]), so that when its host reconnects to
+//! another controller (its own died), that one sends the running action again under the same
+//! id: the agent answers from its ledger if it already ran it.
 
 mod error;
+pub mod health;
 pub mod request;
+pub mod state_db;
 pub mod state_file;
 pub mod stats;
 pub mod webhook;
@@ -28,11 +42,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatemend_proto::v1::{self, ActionResult};
+use gatemend_proto::v1::{self, ActionRequest, ActionResult};
 use gatemend_proto::{ActionKind, ActionStatus};
 use tokio::sync::{mpsc, watch};
 
 pub use error::Unfit;
+pub use health::Health;
+pub use state_db::{StateDb, StateDbError};
 pub use state_file::StateFileError;
 pub use stats::DispatchStats;
 pub use webhook::{Escalation, Notifier};
@@ -40,7 +56,7 @@ pub use webhook::{Escalation, Notifier};
 use crate::approvals::{Approval, Approvals, NewApproval};
 use crate::audit::{Audit, Kind, NewRecord};
 use crate::decide::{
-    self, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
+    self, ChainState, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
 use crate::ingest::{Fleet, Ingested};
 use crate::policy::{Policy, PolicySet};
@@ -48,9 +64,19 @@ use crate::policy::{Policy, PolicySet};
 /// How long after its deadline an action without a result is given up (the agent may be
 /// reconnecting and resending the result from its outbox).
 const RESULT_GRACE: Duration = Duration::from_secs(30);
+/// How much longer a chain whose controller is gone waits for its host to reconnect to a live
+/// one before it is given up (by whichever controller notices first).
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+/// A controller silent this long (no batch committed) is gone: its hosts are offline until
+/// they reconnect to another one.
+const CONTROLLER_SILENT: Duration = Duration::from_secs(30);
+/// Events decided in one batch at most.
+const BATCH: usize = 512;
+/// How long a dispatcher that lost its database waits before trying again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// A policy's actions for one finding revision, while they run.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Chain {
     /// The in-flight id (fleet guards).
     id: String,
@@ -65,6 +91,8 @@ struct Chain {
 /// The dispatch stage; run it with [`Dispatcher::run`].
 #[derive(Debug)]
 pub struct Dispatcher {
+    /// This controller's id (the owner of its chains, the controller of its hosts).
+    id: String,
     state: FleetState,
     policies: watch::Receiver<Arc<PolicySet>>,
     options: Options,
@@ -72,10 +100,18 @@ pub struct Dispatcher {
     notifier: Notifier,
     /// Running chains by the action id they wait for.
     chains: HashMap<String, Chain>,
-    /// Where the fleet state is kept across restarts, when it is.
+    /// Where the fleet state is kept across restarts without a database, when it is.
     state_file: Option<PathBuf>,
-    /// Chains a previous run left in flight, sent again when their host reconnects.
-    resume: Vec<state_file::Pending>,
+    /// The fleet state's tables, shared with the other controllers on the same database.
+    state_db: Option<StateDb>,
+    /// The batch's session with `state_db`, while one runs. In a (never contended) tokio
+    /// mutex only because a database connection is not `Sync`, and the dispatcher is
+    /// borrowed across awaits.
+    session: tokio::sync::Mutex<Option<state_db::Session>>,
+    /// What the batch sends once it is committed.
+    outbox: Vec<Outgoing>,
+    /// Whether it decides.
+    health: Health,
     /// The audit log every step is written to (before an action is dispatched), when kept.
     audit: Option<Audit>,
     /// Pending approvals, when kept.
@@ -83,6 +119,32 @@ pub struct Dispatcher {
     /// What operators decided, from [`Handle`]s.
     commands: Option<mpsc::Receiver<Command>>,
     stats: Arc<DispatchStats>,
+}
+
+/// What a batch does once its decisions are committed.
+#[derive(Debug)]
+enum Outgoing {
+    /// Send an action request to the host's agent.
+    Action {
+        host: String,
+        request: ActionRequest,
+    },
+    /// Tell a human.
+    Escalation {
+        webhook: Option<String>,
+        escalation: Escalation,
+    },
+}
+
+/// One batch of work.
+#[derive(Debug)]
+enum Work {
+    /// Ingest events, in arrival order.
+    Events(Vec<Ingested>),
+    /// An approval was given here: dispatch the approved ones.
+    Approved,
+    /// The clock: heartbeat, timeouts, expiries, approvals given elsewhere.
+    Tick,
 }
 
 /// Operator decisions the web API tells the dispatcher about.
@@ -119,13 +181,16 @@ async fn next_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<
 }
 
 impl Dispatcher {
+    /// A dispatcher for the controller `id`.
     pub fn new(
+        id: &str,
         policies: watch::Receiver<Arc<PolicySet>>,
         options: Options,
         fleet: Fleet,
         notifier: Notifier,
     ) -> Dispatcher {
         Dispatcher {
+            id: id.to_owned(),
             state: FleetState::new(),
             policies,
             options,
@@ -133,12 +198,20 @@ impl Dispatcher {
             notifier,
             chains: HashMap::new(),
             state_file: None,
-            resume: Vec::new(),
+            state_db: None,
+            session: tokio::sync::Mutex::new(None),
+            outbox: Vec::new(),
+            health: Health::new(id),
             audit: None,
             approvals: None,
             commands: None,
             stats: Arc::default(),
         }
+    }
+
+    /// Whether it decides, for `/healthz`.
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// The counters `/metrics` reads.
@@ -172,28 +245,24 @@ impl Dispatcher {
     }
 
     /// Keeps the fleet state in `path` (loaded now, saved after every decision that acts),
-    /// so a restarted controller remembers its cooldowns and attempts.
+    /// so a restarted controller remembers its cooldowns and attempts. For one controller
+    /// without a database; see [`Dispatcher::with_state_db`].
     pub fn with_state_file(mut self, path: PathBuf) -> Result<Dispatcher, StateFileError> {
-        (self.state, self.resume) = state_file::load(&path)?;
+        self.state = state_file::load(&path)?;
         self.state_file = Some(path);
         Ok(self)
     }
 
-    /// Saves the state after a change that must survive a restart.
+    /// Keeps the fleet state in the database, shared with every controller on it.
+    pub fn with_state_db(mut self, db: StateDb) -> Dispatcher {
+        self.state_db = Some(db);
+        self
+    }
+
+    /// Saves the state to the state file after a change that must survive a restart.
     fn persist(&self) {
-        let pending = self
-            .chains
-            .values()
-            .map(|c| state_file::Pending {
-                chain: c.id.clone(),
-                finding: c.finding.clone(),
-                policy: c.policy.name.clone(),
-                current: c.current,
-            })
-            .chain(self.resume.iter().cloned())
-            .collect();
         if let Some(path) = &self.state_file
-            && let Err(e) = state_file::save(path, &self.state, pending)
+            && let Err(e) = state_file::save(path, &self.state)
         {
             tracing::error!(error = %e, "Could not save the fleet state; a restart would forget cooldowns and attempts.");
         }
@@ -204,23 +273,151 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut commands = self.commands.take();
         loop {
-            tokio::select! {
+            let work = tokio::select! {
                 event = events.recv() => match event {
-                    Some(event) => self.on_event(event, now_ms()).await,
+                    Some(event) => {
+                        let mut batch = vec![event];
+                        while batch.len() < BATCH {
+                            match events.try_recv() {
+                                Ok(event) => batch.push(event),
+                                Err(_) => break,
+                            }
+                        }
+                        Work::Events(batch)
+                    }
                     None => return,
                 },
                 // An approval given here wakes the dispatcher at once; one given through another
                 // controller is found at the next tick. Either way it is claimed first.
-                Some(Command::Approved) = next_command(&mut commands) => {
-                    self.dispatch_approved(now_ms()).await;
+                Some(Command::Approved) = next_command(&mut commands) => Work::Approved,
+                _ = tick.tick() => Work::Tick,
+            };
+            self.work(&work).await;
+        }
+    }
+
+    /// Does one batch, again and again while the database is lost: nothing else is decided
+    /// meanwhile.
+    async fn work(&mut self, work: &Work) {
+        loop {
+            match self.try_work(work).await {
+                Ok(()) => {
+                    self.health.deciding(now_ms());
+                    return;
                 }
-                _ = tick.tick() => {
-                    self.expire(now_ms()).await;
-                    self.expire_approvals(now_ms()).await;
-                    self.dispatch_approved(now_ms()).await;
+                Err(e) => {
+                    self.health.lost(e.to_string(), now_ms());
+                    tokio::time::sleep(RETRY).await;
                 }
             }
         }
+    }
+
+    /// One batch: begin (lock, catch up), decide, commit, then send. When the commit fails
+    /// nothing is sent, and the chains are as they were.
+    async fn try_work(&mut self, work: &Work) -> Result<(), StateDbError> {
+        let chains_before = self.state_db.as_ref().map(|_| self.chains.clone());
+        if let Some(db) = &mut self.state_db {
+            *self.session.get_mut() = Some(db.begin(&mut self.state).await?);
+            self.drop_chains_of_others();
+        }
+        let now = now_ms();
+        let mut received = Vec::new();
+        match work {
+            Work::Events(events) => {
+                for event in events {
+                    if let Ingested::Finding { received: at, .. } = event {
+                        received.push(*at);
+                    }
+                    self.on_event(event.clone(), now_ms()).await;
+                }
+            }
+            Work::Approved => self.dispatch_approved(now).await,
+            Work::Tick => self.on_tick(now).await,
+        }
+        if let (Some(db), Some(session)) = (&mut self.state_db, self.session.get_mut().take()) {
+            if let Err(e) = db.commit(session, &mut self.state).await {
+                self.outbox.clear();
+                if let Some(chains) = chains_before {
+                    self.chains = chains;
+                }
+                return Err(e);
+            }
+        } else {
+            self.state.take_changes();
+        }
+        for at in received {
+            self.stats.decision_latency.observe(at.elapsed());
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends what the committed batch decided.
+    fn flush(&mut self) {
+        for out in std::mem::take(&mut self.outbox) {
+            match out {
+                Outgoing::Action { host, request } => {
+                    let id = request.action_id.clone();
+                    if let Err(e) = self.fleet.send_action(&host, request) {
+                        // Gone between the decision and now: the chain is given up at its
+                        // deadline unless the host reconnects first (then it is sent again).
+                        tracing::warn!(host = %host, action = %id, error = %e, "Action decided but not sent.");
+                    }
+                }
+                Outgoing::Escalation {
+                    webhook,
+                    escalation,
+                } => self.notifier.escalate(webhook.as_deref(), escalation),
+            }
+        }
+    }
+
+    /// Forgets the chains another controller took over (or that ended) since the last batch.
+    fn drop_chains_of_others(&mut self) {
+        let in_flight = &self.state.data().in_flight;
+        let id = &self.id;
+        self.chains.retain(|action, chain| {
+            let mine = in_flight
+                .get(&chain.id)
+                .and_then(|a| a.chain.as_ref())
+                .is_some_and(|c| c.owner == *id);
+            if !mine {
+                tracing::info!(action = %action, host = %chain.finding.host, "Chain taken over by another controller (its host reconnected there) or ended.");
+            }
+            mine
+        });
+    }
+
+    /// The clock: this controller's heartbeat, the controllers gone silent, the hosts
+    /// connected here, timeouts, expiries, approvals given elsewhere.
+    async fn on_tick(&mut self, now: UnixMs) {
+        if self.state_db.is_some() {
+            self.state.record_heartbeat(&self.id, now);
+            for gone in self.state.silent_controllers(now, CONTROLLER_SILENT) {
+                if gone == self.id {
+                    continue;
+                }
+                let hosts = self.state.forget_controller(&gone);
+                tracing::warn!(controller = %gone, hosts = hosts.len(), "A controller went silent; its hosts are offline until they reconnect.");
+            }
+            // The hosts connected here are online here, whatever another controller wrote
+            // (it may have taken this one for gone while the database was away).
+            for view in self.fleet.hosts() {
+                let here = view.online
+                    && self
+                        .state
+                        .host(&view.host)
+                        .is_some_and(|h| h.online && h.controller == self.id);
+                if view.online && !here {
+                    self.state.host_online(&view.host, view.labels, &self.id);
+                }
+            }
+        }
+        self.expire(now).await;
+        self.expire_orphans(now).await;
+        self.expire_approvals(now).await;
+        self.dispatch_approved(now).await;
     }
 
     /// A handle to tell this dispatcher what operators decided (the web API holds one).
@@ -239,17 +436,29 @@ impl Dispatcher {
     async fn on_event(&mut self, event: Ingested, now: UnixMs) {
         match event {
             Ingested::Online { host, labels } => {
-                let body = serde_json::json!({ "labels": labels });
-                self.state.host_online(&host, labels);
+                let body = serde_json::json!({ "labels": labels, "controller": self.id });
+                self.state.host_online(&host, labels, &self.id);
                 self.audit(record(Kind::HostOnline, now).host(&host).body(body))
                     .await;
                 self.resume_chains(&host, now).await;
             }
             Ingested::Offline { host } => {
-                self.state.host_offline(&host);
-                self.audit(record(Kind::HostOffline, now).host(&host)).await;
+                // Only the controller a host is connected to says it is gone: it may have
+                // moved to another one already.
+                let elsewhere = self
+                    .state
+                    .host(&host)
+                    .is_some_and(|h| h.online && h.controller != self.id);
+                if !elsewhere {
+                    self.state.host_offline(&host);
+                }
+                let body = serde_json::json!({ "controller": self.id });
+                self.audit(record(Kind::HostOffline, now).host(&host).body(body))
+                    .await;
             }
-            Ingested::Finding { host, finding } => self.on_finding(&host, &finding, now).await,
+            Ingested::Finding { host, finding, .. } => {
+                self.on_finding(&host, &finding, now).await;
+            }
             Ingested::ActionResult { host, result } => self.on_result(&host, result, now).await,
         }
     }
@@ -279,7 +488,7 @@ impl Dispatcher {
                 .body(body),
         )
         .await;
-        self.state.record_finding(&f, now);
+        self.state.record_finding(&f, now, &self.id);
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
         decide::apply(&mut self.state, &decision, &f, now);
@@ -441,7 +650,15 @@ impl Dispatcher {
             if !self.fleet.host(&approval.host).is_some_and(|h| h.online) {
                 continue;
             }
-            match approvals.claim(&approval.id, now).await {
+            // On a shared database the claim is part of the batch: it commits with the
+            // dispatch, or neither happens.
+            let mut session = self.session.lock().await;
+            let claimed = match session.as_mut().and_then(state_db::Session::connection) {
+                Some(tx) => approvals.claim_in(tx, &approval.id, now).await,
+                None => approvals.claim(&approval.id, now).await,
+            };
+            drop(session);
+            match claimed {
                 Ok(true) => self.on_approved(approval, now).await,
                 Ok(false) => {}
                 Err(e) => {
@@ -482,6 +699,7 @@ impl Dispatcher {
             policy: policy.name.clone(),
             cause: f.cause,
             since: now,
+            chain: None,
         };
         self.state
             .record_dispatched(&id, action, policy.guards.attempts_window, now);
@@ -511,6 +729,11 @@ impl Dispatcher {
                     Ok(request) => request,
                     Err(e) => return self.give_up(chain, e.to_string(), now).await,
                 };
+            if let Err(e) = self.fleet.check_send(&chain.finding.host, kind) {
+                return self
+                    .give_up(chain, format!("cannot send {kind}: {e}"), now)
+                    .await;
+            }
             let action_id = request.action_id.clone();
             // Durable in the audit log before the host hears of it.
             let dispatched = record(Kind::ActionDispatched, now)
@@ -526,21 +749,31 @@ impl Dispatcher {
                     "unit": request.unit,
                     "socket_path": request.socket_path,
                     "deadline_ms": request.deadline_ms,
+                    "controller": self.id,
                 }));
             if !self.audit(dispatched).await {
                 let why = format!("{kind} not dispatched: the audit log is not writable");
                 return self.give_up(chain, why, now).await;
             }
-            if let Err(e) = self.fleet.send_action(&chain.finding.host, request) {
-                return self
-                    .give_up(chain, format!("cannot send {kind}: {e}"), now)
-                    .await;
-            }
             tracing::info!(host = %chain.finding.host, action = %action_id, kind = %kind, unit = %chain.finding.unit, policy = %chain.policy.name, "Action dispatched.");
             chain.expires_at = now
                 .saturating_add(ms(request::deadline(&chain.policy)))
                 .saturating_add(ms(RESULT_GRACE));
+            self.state.record_progress(
+                &chain.id,
+                ChainState {
+                    finding: chain.finding.clone(),
+                    current: chain.current,
+                    owner: self.id.clone(),
+                    expires_at: chain.expires_at,
+                },
+            );
+            self.outbox.push(Outgoing::Action {
+                host: chain.finding.host.clone(),
+                request,
+            });
             self.chains.insert(action_id, chain);
+            self.persist();
             return;
         }
         self.state.record_finished(&chain.id);
@@ -548,36 +781,41 @@ impl Dispatcher {
         tracing::info!(host = %chain.finding.host, finding = %chain.finding.id, policy = %chain.policy.name, "Every action of the policy succeeded.");
     }
 
-    /// Sends again the actions a previous run left in flight on `host`, under their own ids:
-    /// the agent runs one it never received and answers from its ledger for one it ran.
+    /// Sends again the running actions of the chains in flight on `host`, under their own
+    /// ids, taking over those another controller (or a previous run) drove: the agent runs one
+    /// it never received and answers from its ledger for one it ran.
     async fn resume_chains(&mut self, host: &str, now: UnixMs) {
-        let (mine, others) = std::mem::take(&mut self.resume)
-            .into_iter()
-            .partition(|p| p.finding.host == host);
-        self.resume = others;
-        for pending in mine {
+        let resumable: Vec<(String, String, ChainState)> = self
+            .state
+            .data()
+            .in_flight
+            .iter()
+            .filter(|(_, a)| a.host == host)
+            .filter_map(|(id, a)| Some((id.clone(), a.policy.clone(), a.chain.clone()?)))
+            .collect();
+        for (id, policy_name, progress) in resumable {
+            self.chains.retain(|_, c| c.id != id);
             let set = Arc::clone(&self.policies.borrow());
-            let Some(policy) = set.get(&pending.policy) else {
-                self.state.record_finished(&pending.chain);
+            let Some(policy) = set.get(&policy_name) else {
+                self.state.record_finished(&id);
+                self.persist();
                 let why = format!(
-                    "an action of policy {} was in flight when the controller restarted, and \
-                     that policy no longer exists; nothing was sent again",
-                    pending.policy
+                    "an action of policy {policy_name} was in flight when its host reconnected, \
+                     and that policy no longer exists; nothing was sent again"
                 );
-                self.escalate(&pending.finding, None, why, now).await;
+                self.escalate(&progress.finding, None, why, now).await;
                 continue;
             };
-            tracing::info!(host = %host, finding = %pending.finding.id, policy = %policy.name, "Sending again an action that was in flight when the controller stopped.");
+            tracing::info!(host = %host, finding = %progress.finding.id, policy = %policy.name, from = %progress.owner, "Sending again the action that was in flight when the host reconnected.");
             let chain = Chain {
-                id: pending.chain,
-                finding: pending.finding,
+                id,
+                finding: progress.finding,
                 policy: policy.clone(),
-                current: pending.current,
+                current: progress.current,
                 expires_at: now,
             };
             self.advance(chain, now).await;
         }
-        self.persist();
     }
 
     /// Ends a chain that cannot go on, and tells a human why.
@@ -611,19 +849,22 @@ impl Dispatcher {
                 )
                 .await;
             }
-            let sent = request.and_then(|request| {
-                let id = request.action_id.clone();
+            let checked = request.and_then(|request| {
                 self.fleet
-                    .send_action(&f.host, request)
-                    .map(|()| id)
+                    .check_send(&f.host, kind)
+                    .map(|()| request)
                     .map_err(|e| Unfit::Unsent {
                         kind,
                         why: e.to_string(),
                     })
             });
-            match sent {
-                Ok(id) => {
-                    tracing::info!(host = %f.host, action = %id, kind = %kind, policy = %policy.name, "Dry run: plan requested, nothing runs.");
+            match checked {
+                Ok(request) => {
+                    tracing::info!(host = %f.host, action = %request.action_id, kind = %kind, policy = %policy.name, "Dry run: plan requested, nothing runs.");
+                    self.outbox.push(Outgoing::Action {
+                        host: f.host.clone(),
+                        request,
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(host = %f.host, kind = %kind, policy = %policy.name, error = %e, "Dry run: no plan.");
@@ -700,7 +941,41 @@ impl Dispatcher {
         }
     }
 
-    async fn escalate(&self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
+    /// Gives up the chains nobody drives any more (their controller is gone) and whose host did
+    /// not reconnect to a live controller in time.
+    async fn expire_orphans(&mut self, now: UnixMs) {
+        let driven: std::collections::HashSet<&str> =
+            self.chains.values().map(|c| c.id.as_str()).collect();
+        let orphans: Vec<(String, InFlight, ChainState)> = self
+            .state
+            .data()
+            .in_flight
+            .iter()
+            .filter(|(id, _)| !driven.contains(id.as_str()))
+            .filter_map(|(id, a)| {
+                let progress = a.chain.clone()?;
+                let due = progress.expires_at.saturating_add(ms(ORPHAN_GRACE)) <= now;
+                due.then(|| (id.clone(), a.clone(), progress))
+            })
+            .collect();
+        for (id, action, progress) in orphans {
+            self.state.record_finished(&id);
+            self.persist();
+            let why = format!(
+                "the controller {} that drove {} of policy {} is gone, and the host did not \
+                 reconnect to another one by {}; the host may still be running it",
+                progress.owner,
+                id,
+                action.policy,
+                Time(progress.expires_at.saturating_add(ms(ORPHAN_GRACE)))
+            );
+            let set = Arc::clone(&self.policies.borrow());
+            self.escalate(&progress.finding, set.get(&action.policy), why, now)
+                .await;
+        }
+    }
+
+    async fn escalate(&mut self, f: &Finding, policy: Option<&Policy>, why: String, now: UnixMs) {
         self.stats
             .escalations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -729,8 +1004,11 @@ impl Dispatcher {
         };
         let webhook = policy
             .and_then(|p| p.escalate.as_ref())
-            .map(|e| e.webhook.as_str());
-        self.notifier.escalate(webhook, escalation);
+            .map(|e| e.webhook.clone());
+        self.outbox.push(Outgoing::Escalation {
+            webhook,
+            escalation,
+        });
     }
 }
 

@@ -1,4 +1,5 @@
-//! The fleet state on disk, so a restarted controller remembers what it did: cooldowns,
+//! The fleet state on disk, for a controller without a database (with one, the state lives
+//! there: [`super::state_db`]), so a restarted controller remembers what it did: cooldowns,
 //! attempts and storm episodes. Without it, a controller killed mid-incident would meet the
 //! incident's next finding revision with no memory of the restart it had just dispatched, and
 //! dispatch it again.
@@ -16,25 +17,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::{Finding, FleetData, FleetState};
+use crate::decide::{ChainState, Finding, FleetData, FleetState};
 
-/// An action chain in flight, enough to send its current action again.
+/// A chain in flight as files before the in-flight actions carried their chain wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pending {
-    /// The in-flight id.
-    pub chain: String,
-    pub finding: Finding,
-    /// The policy, by name (looked up in the running set on resume).
-    pub policy: String,
-    /// The index of the action that was running.
-    pub current: usize,
+struct Pending {
+    chain: String,
+    finding: Finding,
+    policy: String,
+    current: usize,
 }
 
 /// What the file holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
     fleet: FleetData,
-    #[serde(default)]
+    /// Read from older files only.
+    #[serde(default, skip_serializing)]
     pending: Vec<Pending>,
 }
 
@@ -60,12 +59,12 @@ pub enum StateFileError {
     },
 }
 
-/// Reads the state and the chains that were in flight; a missing file is an empty fleet.
-pub fn load(path: &Path) -> Result<(FleetState, Vec<Pending>), StateFileError> {
+/// Reads the state; a missing file is an empty fleet.
+pub fn load(path: &Path) -> Result<FleetState, StateFileError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((FleetState::new(), Vec::new()));
+            return Ok(FleetState::new());
         }
         Err(source) => {
             return Err(StateFileError::Read {
@@ -83,15 +82,25 @@ pub fn load(path: &Path) -> Result<(FleetState, Vec<Pending>), StateFileError> {
     })?;
     for host in data.hosts.values_mut() {
         host.online = false;
+        host.controller.clear();
+    }
+    for p in pending {
+        if let Some(action) = data.in_flight.get_mut(&p.chain) {
+            action.chain = Some(ChainState {
+                finding: p.finding,
+                current: p.current,
+                owner: String::new(),
+                expires_at: 0,
+            });
+        }
     }
     // In flight stays only what can be resumed.
-    data.in_flight
-        .retain(|id, _| pending.iter().any(|p| p.chain == *id));
-    Ok((FleetState::from_data(data), pending))
+    data.in_flight.retain(|_, action| action.chain.is_some());
+    Ok(FleetState::from_data(data))
 }
 
-/// Writes the state and the chains in flight durably.
-pub fn save(path: &Path, state: &FleetState, pending: Vec<Pending>) -> Result<(), StateFileError> {
+/// Writes the state durably.
+pub fn save(path: &Path, state: &FleetState) -> Result<(), StateFileError> {
     let write = |source| StateFileError::Write {
         path: path.to_owned(),
         source,
@@ -99,7 +108,7 @@ pub fn save(path: &Path, state: &FleetState, pending: Vec<Pending>) -> Result<()
     let tmp = path.with_extension("tmp");
     let saved = Saved {
         fleet: state.data().clone(),
-        pending,
+        pending: Vec::new(),
     };
     let bytes = serde_json::to_vec(&saved).map_err(|e| write(std::io::Error::other(e)))?;
     let mut file = std::fs::File::create(&tmp).map_err(write)?;
@@ -117,51 +126,78 @@ pub fn save(path: &Path, state: &FleetState, pending: Vec<Pending>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Finding, InFlight};
+    use crate::decide::InFlight;
     use gatemend_proto::Cause;
 
     #[test]
-    fn a_saved_state_loads_with_its_cooldowns_hosts_offline_and_nothing_in_flight() {
+    fn a_saved_state_loads_with_its_cooldowns_hosts_offline_and_only_resumable_chains() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.json");
-        assert_eq!(load(&path).unwrap().0.data(), FleetState::new().data());
+        assert_eq!(load(&path).unwrap().data(), FleetState::new().data());
         let mut state = FleetState::new();
-        state.host_online("web1", Default::default());
+        state.host_online("web1", Default::default(), "c1");
         let f: Finding = serde_json::from_value(serde_json::json!({
             "id": "f", "host": "web1", "cause": "upstream_refused", "first_seen": 1, "last_seen": 2
         }))
         .unwrap();
-        state.record_finding(&f, 10);
+        state.record_finding(&f, 10, "c1");
         state.record_acted("web1", "restart", 10);
-        state.record_dispatched(
-            "a1",
-            InFlight {
-                host: "web1".into(),
-                policy: "restart".into(),
-                cause: Cause::UpstreamRefused,
-                since: 10,
-            },
-            std::time::Duration::from_secs(3600),
-            10,
-        );
-        let pending = Pending {
-            chain: "a1".into(),
-            finding: f.clone(),
+        let action = |chain| InFlight {
+            host: "web1".into(),
             policy: "restart".into(),
-            current: 0,
+            cause: Cause::UpstreamRefused,
+            since: 10,
+            chain,
         };
-        save(&path, &state, vec![pending.clone()]).unwrap();
-        let (loaded, resumed) = load(&path).unwrap();
-        assert_eq!(resumed, [pending]);
-        // The chain still counts as in flight until its result comes.
+        let chain = ChainState {
+            finding: f.clone(),
+            current: 1,
+            owner: "c1".into(),
+            expires_at: 40,
+        };
+        let window = std::time::Duration::from_secs(3600);
+        state.record_dispatched("a1", action(Some(chain.clone())), window, 10);
+        state.record_dispatched("a2", action(None), window, 10);
+        save(&path, &state).unwrap();
+        let loaded = load(&path).unwrap();
+        // The chain still counts as in flight until its result comes; one without its chain
+        // cannot be resumed and is dropped.
         assert_eq!(loaded.data().in_flight.len(), 1);
-        save(&path, &state, Vec::new()).unwrap();
-        let (loaded, _) = load(&path).unwrap();
+        assert_eq!(loaded.data().in_flight["a1"].chain, Some(chain));
         assert_eq!(loaded.last_acted("web1", "restart"), Some(10));
-        assert_eq!(loaded.attempts("web1", Cause::UpstreamRefused, 20).0, 1);
+        assert_eq!(loaded.attempts("web1", Cause::UpstreamRefused, 20).0, 2);
         assert_eq!(loaded.online_hosts(), 0);
-        assert!(loaded.data().in_flight.is_empty());
+        assert_eq!(loaded.host("web1").unwrap().controller, "");
         std::fs::write(&path, b"{ not json").unwrap();
         assert!(matches!(load(&path), Err(StateFileError::Parse { .. })));
+    }
+
+    #[test]
+    fn an_older_file_with_pending_chains_resumes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.json");
+        let finding = serde_json::json!({
+            "id": "f", "host": "web1", "cause": "upstream_refused", "first_seen": 1, "last_seen": 2
+        });
+        let old = serde_json::json!({
+            "fleet": { "in_flight": {
+                "a1": { "host": "web1", "policy": "restart", "cause": "upstream_refused", "since": 10 },
+                "a2": { "host": "web1", "policy": "restart", "cause": "upstream_refused", "since": 10 }
+            } },
+            "pending": [ { "chain": "a1", "finding": finding, "policy": "restart", "current": 0 } ]
+        });
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let loaded = load(&path).unwrap();
+        let ids: Vec<&String> = loaded.data().in_flight.keys().collect();
+        assert_eq!(ids, ["a1"]);
+        assert_eq!(
+            loaded.data().in_flight["a1"]
+                .chain
+                .as_ref()
+                .unwrap()
+                .finding
+                .id,
+            "f"
+        );
     }
 }

@@ -25,20 +25,74 @@ pub const ACTION_RESULTS: [&str; 5] = ["succeeded", "failed", "refused", "planne
 /// Upper bounds (seconds) of the audit write latency histogram buckets; `+Inf` is implied.
 pub const AUDIT_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
+/// Upper bounds (seconds) of the decision latency histogram buckets; `+Inf` is implied.
+pub const DECISION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A latency histogram in Prometheus' shape: cumulative `le` buckets, a count and a sum.
+#[derive(Debug)]
+pub struct Histogram {
+    /// The buckets' upper bounds, seconds.
+    pub bounds: &'static [f64],
+    /// Cumulative: each counts the observations at or below its bound.
+    pub buckets: Vec<AtomicU64>,
+    pub count: AtomicU64,
+    /// Microseconds, summed.
+    pub sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, le) in self.buckets.iter().zip(self.bounds) {
+            if secs <= *le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// Counters shared with the web stage. All relaxed atomics: figures, not synchronisation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DispatchStats {
     /// Per [`DECISION_KINDS`].
     pub decisions: [AtomicU64; 7],
     /// Per [`ACTION_RESULTS`].
     pub actions: [AtomicU64; 5],
     pub escalations: AtomicU64,
-    /// Cumulative per [`AUDIT_BUCKETS`] (Prometheus `le` buckets), then the total count.
-    pub audit_buckets: [AtomicU64; 8],
-    pub audit_count: AtomicU64,
-    /// Microseconds, summed.
-    pub audit_sum_micros: AtomicU64,
+    /// How long the dispatcher's audit appends took.
+    pub audit: Histogram,
     pub audit_failures: AtomicU64,
+    /// From a finding's arrival to its decision committed (the fleet state written; an action
+    /// it decided may be sent).
+    pub decision_latency: Histogram,
+}
+
+impl Default for DispatchStats {
+    fn default() -> DispatchStats {
+        DispatchStats {
+            decisions: Default::default(),
+            actions: Default::default(),
+            escalations: AtomicU64::new(0),
+            audit: Histogram::new(&AUDIT_BUCKETS),
+            audit_failures: AtomicU64::new(0),
+            decision_latency: Histogram::new(&DECISION_BUCKETS),
+        }
+    }
 }
 
 impl DispatchStats {
@@ -59,17 +113,7 @@ impl DispatchStats {
         if !ok {
             self.audit_failures.fetch_add(1, Ordering::Relaxed);
         }
-        let secs = took.as_secs_f64();
-        for (bucket, le) in self.audit_buckets.iter().zip(AUDIT_BUCKETS) {
-            if secs <= le {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.audit_count.fetch_add(1, Ordering::Relaxed);
-        self.audit_sum_micros.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.audit.observe(took);
     }
 }
 
@@ -83,12 +127,13 @@ mod tests {
         s.audit_write(Duration::from_millis(3), true);
         s.audit_write(Duration::from_secs(2), false);
         let buckets: Vec<u64> = s
-            .audit_buckets
+            .audit
+            .buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
         assert_eq!(buckets, [0, 0, 1, 1, 1, 1, 1, 1]);
-        assert_eq!(s.audit_count.load(Ordering::Relaxed), 2);
+        assert_eq!(s.audit.count.load(Ordering::Relaxed), 2);
         assert_eq!(s.audit_failures.load(Ordering::Relaxed), 1);
         s.decision(&Outcome::Execute);
         s.action(ActionStatus::TimedOut);

@@ -148,23 +148,18 @@ impl Fleet {
         offline
     }
 
+    /// Whether an action of `kind` could be sent to `host` now: known, allowed by its agent,
+    /// connected. The dispatcher asks before it commits a decision, and sends after.
+    pub fn check_send(&self, host: &str, kind: ActionKind) -> Result<(), SendActionError> {
+        let hosts = self.lock();
+        check(&hosts, host, kind).map(|_| ())
+    }
+
     /// Hands an ActionRequest to the host's live stream.
     pub fn send_action(&self, host: &str, request: ActionRequest) -> Result<(), SendActionError> {
         let hosts = self.lock();
-        let entry = hosts
-            .get(host)
-            .ok_or_else(|| SendActionError::UnknownHost(host.to_owned()))?;
         let kind = ActionKind::try_from(request.kind).unwrap_or(ActionKind::Unspecified);
-        if !entry.hello.allowed_actions.contains(&kind) {
-            return Err(SendActionError::NotAllowed {
-                host: host.to_owned(),
-                action: kind.to_string(),
-            });
-        }
-        let (_, outbound) = entry
-            .stream
-            .as_ref()
-            .ok_or_else(|| SendActionError::Offline(host.to_owned()))?;
+        let outbound = check(&hosts, host, kind)?;
         let message = ControllerMessage {
             body: Some(controller_message::Body::ActionRequest(request)),
         };
@@ -205,6 +200,28 @@ fn view(entry: &Entry, now: Instant) -> HostView {
         silent_for: now.saturating_duration_since(entry.last_heard),
         open_findings: entry.open_findings.clone(),
     }
+}
+
+/// The stream an action of `kind` goes to on `host`, if it may go.
+fn check<'a>(
+    hosts: &'a HashMap<String, Entry>,
+    host: &str,
+    kind: ActionKind,
+) -> Result<&'a Outbound, SendActionError> {
+    let entry = hosts
+        .get(host)
+        .ok_or_else(|| SendActionError::UnknownHost(host.to_owned()))?;
+    if !entry.hello.allowed_actions.contains(&kind) {
+        return Err(SendActionError::NotAllowed {
+            host: host.to_owned(),
+            action: kind.to_string(),
+        });
+    }
+    entry
+        .stream
+        .as_ref()
+        .map(|(_, outbound)| outbound)
+        .ok_or_else(|| SendActionError::Offline(host.to_owned()))
 }
 
 #[cfg(test)]

@@ -78,8 +78,13 @@ pub enum Ingested {
     },
     /// A host's stream ended or fell silent.
     Offline { host: String },
-    /// A new finding (or a new revision of one), already stored.
-    Finding { host: String, finding: Finding },
+    /// A new finding (or a new revision of one), already stored; `received` is when it
+    /// arrived (the decision latency is measured from there).
+    Finding {
+        host: String,
+        finding: Finding,
+        received: std::time::Instant,
+    },
     /// An action's result, already stored.
     ActionResult { host: String, result: ActionResult },
 }
@@ -356,6 +361,7 @@ async fn on_finding<S: FindingSink>(
     host: &str,
     finding: Finding,
 ) -> Result<Option<Ack>, Status> {
+    let received = std::time::Instant::now();
     if let Some(reason) = invalid_finding(host, &finding) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(host = %host, finding = %finding.id, reason = %reason, "Refused a finding.");
@@ -389,6 +395,7 @@ async fn on_finding<S: FindingSink>(
                 Ingested::Finding {
                     host: host.to_owned(),
                     finding,
+                    received,
                 },
             )
             .await;

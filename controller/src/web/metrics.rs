@@ -12,7 +12,7 @@ use super::api::{ApiError, authorize};
 use super::{Role, Web};
 use crate::approvals::State as ApprovalState;
 use crate::dispatch::DispatchStats;
-use crate::dispatch::stats::{ACTION_RESULTS, AUDIT_BUCKETS, DECISION_KINDS};
+use crate::dispatch::stats::{ACTION_RESULTS, DECISION_KINDS, Histogram};
 
 /// Writes one metric family: its help, type and samples (`labels` already formatted).
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -122,7 +122,7 @@ pub(super) async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Respo
 }
 
 /// The dispatch stage's counters: decisions by kind, actions by result, escalations, and the
-/// audit write latency as a histogram.
+/// audit write and decision latencies as histograms.
 fn dispatch(out: &mut String, stats: &DispatchStats) {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let decisions: Vec<(String, u64)> = DECISION_KINDS
@@ -165,20 +165,33 @@ fn dispatch(out: &mut String, stats: &DispatchStats) {
         "Audit appends by the dispatcher that failed.",
         &[("", get(&stats.audit_failures))],
     );
-    let name = "gatemend_audit_write_seconds";
-    let _ = writeln!(
+    histogram(
         out,
-        "# HELP {name} How long the dispatcher's audit appends took (durable when they return)."
+        "gatemend_audit_write_seconds",
+        "How long the dispatcher's audit appends took (durable when they return).",
+        &stats.audit,
     );
+    histogram(
+        out,
+        "gatemend_decision_seconds",
+        "From a finding's arrival to its decision committed to the fleet state.",
+        &stats.decision_latency,
+    );
+}
+
+/// One histogram family.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for (le, bucket) in AUDIT_BUCKETS.iter().zip(&stats.audit_buckets) {
+    for (le, bucket) in h.bounds.iter().zip(&h.buckets) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", get(bucket));
     }
-    let count = get(&stats.audit_count);
+    let count = get(&h.count);
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
     // Microseconds to seconds: a float, as Prometheus sums are.
     #[allow(clippy::cast_precision_loss)]
-    let sum = get(&stats.audit_sum_micros) as f64 / 1e6;
+    let sum = get(&h.sum_micros) as f64 / 1e6;
     let _ = writeln!(out, "{name}_sum {sum}");
     let _ = writeln!(out, "{name}_count {count}");
 }

@@ -56,6 +56,7 @@ struct Inner {
     approvals: Option<Approvals>,
     dispatch: Option<dispatch::Handle>,
     dispatch_stats: Option<Arc<dispatch::DispatchStats>>,
+    health: Option<dispatch::Health>,
     tokens: Tokens,
     sessions: Sessions,
 }
@@ -71,6 +72,7 @@ impl Web {
                 approvals: None,
                 dispatch: None,
                 dispatch_stats: None,
+                health: None,
                 tokens,
                 sessions: Sessions::new(SESSION_TTL),
             },
@@ -163,6 +165,13 @@ impl WebBuilder {
         self
     }
 
+    /// `/healthz` reports whether this dispatcher decides.
+    #[must_use]
+    pub fn health(mut self, health: dispatch::Health) -> Self {
+        self.inner.health = Some(health);
+        self
+    }
+
     pub fn build(self) -> Web {
         Web {
             inner: Arc::new(self.inner),
@@ -170,13 +179,39 @@ impl WebBuilder {
     }
 }
 
-/// Every route: the pages, `/api/v1/...` and `/metrics`.
+/// Every route: the pages, `/api/v1/...`, `/metrics` and `/healthz`.
 pub fn router(web: Web) -> Router {
     Router::new()
         .merge(pages::routes())
         .nest("/api/v1", api::routes())
         .route("/metrics", axum::routing::get(metrics::metrics))
+        .route("/healthz", axum::routing::get(healthz))
         .with_state(web)
+}
+
+/// Whether this controller decides: 200 when it does, 503 with why when it does not (its
+/// database is lost). Without a token, for load balancers and service monitors: it tells no
+/// more than that.
+async fn healthz(
+    axum::extract::State(web): axum::extract::State<Web>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let Some(health) = &web.inner.health else {
+        let body = serde_json::json!({ "deciding": false, "why": "no dispatcher is attached" });
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(body),
+        );
+    };
+    let report = health.report();
+    let status = if report.deciding {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::to_value(report).unwrap_or_default()),
+    )
 }
 
 /// Binds `addr` (the UI must not start half-way: a taken port is an error at startup).
