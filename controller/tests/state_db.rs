@@ -4,6 +4,8 @@
 //! SQLite a second writer that decided on an old version is refused (a conflict), never merged.
 //! A real PostgreSQL server (tests/setup-host.sh installs it) and a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "audit_support/pg_cluster.rs"]
 mod pg_cluster;
 

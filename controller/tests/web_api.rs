@@ -420,10 +420,17 @@ async fn metrics_are_prometheus_text_with_the_fleet_findings_and_approvals() {
         0.0
     );
     assert_eq!(samples["gatemend_actions_total{result=\"succeeded\"}"], 0.0);
-    // Every audit write the dispatcher made (finding, decision, approval request ...) is in
-    // the histogram; the +Inf bucket is the count and no bucket holds more than it.
+    // The dispatcher's audit appends (one per batch: the finding, its decision, the approval
+    // request together) are in the histogram; the +Inf bucket is the count and no bucket
+    // holds more than it.
     let count = samples["gatemend_audit_write_seconds_count"];
-    assert!(count >= 3.0, "{text}");
+    assert!(count >= 1.0, "{text}");
+    // One finding arrived and was decided.
+    assert_eq!(samples["gatemend_decision_seconds_count"], 1.0, "{text}");
+    assert_eq!(
+        samples["gatemend_decision_seconds_bucket{le=\"+Inf\"}"], 1.0,
+        "{text}"
+    );
     assert_eq!(
         samples["gatemend_audit_write_seconds_bucket{le=\"+Inf\"}"],
         count

@@ -182,15 +182,21 @@ async fn serve<S: FindingSink>(
     let id = cli.controller_id.clone().unwrap_or_else(default_id);
     tracing::info!(controller = %id, "Starting.");
     let mut dispatcher = Dispatcher::new(&id, policies, options, fleet.clone(), notifier);
-    match (&cli.state_file, &audit) {
-        (_, Some(audit)) => {
-            // The guards' state lives beside the audit log, shared by every controller on it.
-            let db = StateDb::open(audit.pool().clone(), audit.backend())
+    // The approvals and the guards' state live beside the audit log, in its database,
+    // shared by every controller on it.
+    let mut approvals = None;
+    match (&audit, &cli.state_file) {
+        (Some(audit), _) => {
+            let state = StateDb::open(audit.pool().clone(), audit.backend())
                 .await
                 .context("opening the fleet state in the database")?;
-            dispatcher = dispatcher.with_state_db(db);
+            let opened = Approvals::open(audit.pool().clone())
+                .await
+                .context("opening the approvals")?;
+            approvals = Some(opened.clone());
+            dispatcher = dispatcher.with_database(audit.clone(), state, opened);
         }
-        (Some(path), None) => {
+        (None, Some(path)) => {
             dispatcher = dispatcher
                 .with_state_file(path.clone())
                 .context("loading the fleet state")?;
@@ -198,21 +204,6 @@ async fn serve<S: FindingSink>(
         (None, None) => {
             tracing::warn!("No --db nor --state-file: a restart forgets cooldowns and attempts.");
         }
-    }
-    // Approvals live beside the audit log, in its database.
-    let approvals = match &audit {
-        Some(audit) => Some(
-            Approvals::open(audit.pool().clone())
-                .await
-                .context("opening the approvals")?,
-        ),
-        None => None,
-    };
-    if let Some(audit) = &audit {
-        dispatcher = dispatcher.with_audit(audit.clone());
-    }
-    if let Some(approvals) = &approvals {
-        dispatcher = dispatcher.with_approvals(approvals.clone());
     }
     // The review UI and API (issue 7) hand approved approvals to the dispatcher through this.
     let dispatch = dispatcher.handle();

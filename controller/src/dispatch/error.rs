@@ -1,5 +1,6 @@
-//! Why the dispatcher could not carry out a decision. Each becomes an escalation: when the
-//! controller cannot act as the policy says, a human hears of it.
+//! Why the dispatcher could not carry out a decision ([`Unfit`]: each becomes an escalation;
+//! when the controller cannot act as the policy says, a human hears of it), or a whole batch
+//! ([`BatchError`]: the database is lost; the batch is decided again when it is back).
 
 use gatemend_proto::ActionKind;
 
@@ -18,4 +19,13 @@ pub enum Unfit {
     /// The wire has no such action.
     #[error("the policy names action {kind}, which no agent runs")]
     Unknown { kind: ActionKind },
+}
+
+/// Why a batch of decisions was not committed; it is decided again once the database answers.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    State(#[from] super::StateDbError),
+    #[error("the audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }

@@ -56,7 +56,7 @@ impl Health {
         let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
         if !report.deciding {
             let down_ms = report.since.map_or(0, |since| now.saturating_sub(since));
-            tracing::info!(down_ms, "The fleet state database is back; deciding again.");
+            tracing::info!(down_ms, "The database is back; deciding again.");
             report.deciding = true;
             report.why = None;
             report.since = None;
@@ -68,11 +68,11 @@ impl Health {
         let mut report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
         let since = report.since.unwrap_or(now);
         let text = format!(
-            "not deciding: the fleet state database is lost since {}: {why}",
+            "not deciding: the database is lost since {}: {why}",
             Time(since)
         );
         if report.why.as_deref() != Some(text.as_str()) {
-            tracing::error!(error = %why, "Not deciding: the fleet state database is lost. Findings wait (agents keep them in their outboxes); nothing is dispatched until it returns.");
+            tracing::error!(error = %why, "Not deciding: the database is lost. Findings wait (agents keep them in their outboxes); nothing is dispatched until it returns.");
         }
         report.deciding = false;
         report.since = Some(since);

@@ -46,7 +46,7 @@ use gatemend_proto::v1::{self, ActionRequest, ActionResult};
 use gatemend_proto::{ActionKind, ActionStatus};
 use tokio::sync::{mpsc, watch};
 
-pub use error::Unfit;
+pub use error::{BatchError, Unfit};
 pub use health::Health;
 pub use state_db::{StateDb, StateDbError};
 pub use state_file::StateFileError;
@@ -54,7 +54,7 @@ pub use stats::DispatchStats;
 pub use webhook::{Escalation, Notifier};
 
 use crate::approvals::{Approval, Approvals, NewApproval};
-use crate::audit::{Audit, Kind, NewRecord};
+use crate::audit::{Audit, AuditError, Kind, NewRecord};
 use crate::decide::{
     self, ChainState, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
@@ -114,6 +114,8 @@ pub struct Dispatcher {
     health: Health,
     /// The audit log every step is written to (before an action is dispatched), when kept.
     audit: Option<Audit>,
+    /// The batch's audit records, appended together at its end.
+    audit_queue: Vec<NewRecord>,
     /// Pending approvals, when kept.
     approvals: Option<Approvals>,
     /// What operators decided, from [`Handle`]s.
@@ -203,6 +205,7 @@ impl Dispatcher {
             outbox: Vec::new(),
             health: Health::new(id),
             audit: None,
+            audit_queue: Vec::new(),
             approvals: None,
             commands: None,
             stats: Arc::default(),
@@ -219,44 +222,53 @@ impl Dispatcher {
         Arc::clone(&self.stats)
     }
 
-    /// Writes every step to `audit`: findings, decisions, dispatched actions (durably before
-    /// they are sent), results, escalations, resolutions, hosts online and offline.
-    pub fn with_audit(mut self, audit: Audit) -> Dispatcher {
+    /// Keeps everything in one database: every step written to `audit` (findings, decisions,
+    /// dispatched actions, results, escalations, resolutions, hosts online and offline), the
+    /// fleet state in `state` (shared with every controller on the database), approvals in
+    /// `approvals`. Each batch's audit records are appended together, durably, before its
+    /// state commits and before any of its actions is sent: an action that cannot be audited
+    /// does not run, and while the database is lost nothing is decided.
+    pub fn with_database(
+        mut self,
+        audit: Audit,
+        state: StateDb,
+        approvals: Approvals,
+    ) -> Dispatcher {
         self.audit = Some(audit);
+        self.state_db = Some(state);
+        self.approvals = Some(approvals);
         self
     }
 
-    /// Appends one record; false when the audit log could not take it (then nothing is
-    /// dispatched on its account: an action that cannot be audited does not run).
-    async fn audit(&self, record: NewRecord) -> bool {
-        let Some(audit) = &self.audit else {
-            return true;
-        };
-        let started = std::time::Instant::now();
-        let written = audit.append(record).await;
-        self.stats.audit_write(started.elapsed(), written.is_ok());
-        match written {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "Could not write the audit log.");
-                false
-            }
+    /// Queues one audit record; the batch appends them all at its end.
+    fn audit(&mut self, record: NewRecord) {
+        if self.audit.is_some() {
+            self.audit_queue.push(record);
         }
+    }
+
+    /// Appends the batch's audit records in one transaction.
+    async fn write_audit(&mut self) -> Result<(), AuditError> {
+        let queued = std::mem::take(&mut self.audit_queue);
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let written = audit.append_many(queued).await;
+        self.stats.audit_write(started.elapsed(), written.is_ok());
+        written.map(|_| ())
     }
 
     /// Keeps the fleet state in `path` (loaded now, saved after every decision that acts),
     /// so a restarted controller remembers its cooldowns and attempts. For one controller
-    /// without a database; see [`Dispatcher::with_state_db`].
+    /// without a database; see [`Dispatcher::with_database`].
     pub fn with_state_file(mut self, path: PathBuf) -> Result<Dispatcher, StateFileError> {
         self.state = state_file::load(&path)?;
         self.state_file = Some(path);
         Ok(self)
-    }
-
-    /// Keeps the fleet state in the database, shared with every controller on it.
-    pub fn with_state_db(mut self, db: StateDb) -> Dispatcher {
-        self.state_db = Some(db);
-        self
     }
 
     /// Saves the state to the state file after a change that must survive a restart.
@@ -313,9 +325,10 @@ impl Dispatcher {
         }
     }
 
-    /// One batch: begin (lock, catch up), decide, commit, then send. When the commit fails
-    /// nothing is sent, and the chains are as they were.
-    async fn try_work(&mut self, work: &Work) -> Result<(), StateDbError> {
+    /// One batch: begin (lock, catch up), decide, append its audit records, commit, then
+    /// send. When the audit or the commit fails nothing is sent, the chains are as they were,
+    /// and the state is reloaded from the database at the next begin.
+    async fn try_work(&mut self, work: &Work) -> Result<(), BatchError> {
         let chains_before = self.state_db.as_ref().map(|_| self.chains.clone());
         if let Some(db) = &mut self.state_db {
             *self.session.get_mut() = Some(db.begin(&mut self.state).await?);
@@ -335,16 +348,33 @@ impl Dispatcher {
             Work::Approved => self.dispatch_approved(now).await,
             Work::Tick => self.on_tick(now).await,
         }
-        if let (Some(db), Some(session)) = (&mut self.state_db, self.session.get_mut().take()) {
-            if let Err(e) = db.commit(session, &mut self.state).await {
-                self.outbox.clear();
-                if let Some(chains) = chains_before {
-                    self.chains = chains;
+        let session = self.session.get_mut().take();
+        let written = match self.write_audit().await {
+            Ok(()) => match (&mut self.state_db, session) {
+                (Some(db), Some(session)) => db
+                    .commit(session, &mut self.state)
+                    .await
+                    .map_err(BatchError::from),
+                _ => {
+                    self.state.take_changes();
+                    Ok(())
                 }
-                return Err(e);
+            },
+            Err(e) => {
+                // The session's transaction rolls back as it is dropped.
+                if let Some(db) = &mut self.state_db {
+                    db.forget_cache();
+                }
+                Err(BatchError::from(e))
             }
-        } else {
-            self.state.take_changes();
+        };
+        if let Err(e) = written {
+            self.outbox.clear();
+            self.audit_queue.clear();
+            if let Some(chains) = chains_before {
+                self.chains = chains;
+            }
+            return Err(e);
         }
         for at in received {
             self.stats.decision_latency.observe(at.elapsed());
@@ -427,19 +457,12 @@ impl Dispatcher {
         Handle { tx }
     }
 
-    /// Keeps approvals in `approvals` (pending, with expiry; decided exactly once).
-    pub fn with_approvals(mut self, approvals: Approvals) -> Dispatcher {
-        self.approvals = Some(approvals);
-        self
-    }
-
     async fn on_event(&mut self, event: Ingested, now: UnixMs) {
         match event {
             Ingested::Online { host, labels } => {
                 let body = serde_json::json!({ "labels": labels, "controller": self.id });
                 self.state.host_online(&host, labels, &self.id);
-                self.audit(record(Kind::HostOnline, now).host(&host).body(body))
-                    .await;
+                self.audit(record(Kind::HostOnline, now).host(&host).body(body));
                 self.resume_chains(&host, now).await;
             }
             Ingested::Offline { host } => {
@@ -453,8 +476,7 @@ impl Dispatcher {
                     self.state.host_offline(&host);
                 }
                 let body = serde_json::json!({ "controller": self.id });
-                self.audit(record(Kind::HostOffline, now).host(&host).body(body))
-                    .await;
+                self.audit(record(Kind::HostOffline, now).host(&host).body(body));
             }
             Ingested::Finding { host, finding, .. } => {
                 self.on_finding(&host, &finding, now).await;
@@ -486,8 +508,7 @@ impl Dispatcher {
                 .host(&f.host)
                 .incident(&f.id)
                 .body(body),
-        )
-        .await;
+        );
         self.state.record_finding(&f, now, &self.id);
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
@@ -507,10 +528,9 @@ impl Dispatcher {
         if let Some(p) = decision.policy {
             decided = decided.policy(&p.name, p.source.file.digest.to_string());
         }
-        let audited = self.audit(decided).await;
+        self.audit(decided);
         if decision.outcome == Outcome::Resolved {
-            self.audit(record(Kind::Resolved, now).host(&f.host).incident(&f.id))
-                .await;
+            self.audit(record(Kind::Resolved, now).host(&f.host).incident(&f.id));
         }
         let remember = matches!(
             decision.outcome,
@@ -526,11 +546,6 @@ impl Dispatcher {
             return;
         };
         match decision.outcome {
-            // An action whose decision could not be audited does not run: a human hears why.
-            Outcome::Execute if !audited => {
-                let why = "the audit log is not writable, so nothing is dispatched".to_owned();
-                self.escalate(&f, Some(policy), why, now).await;
-            }
             Outcome::Execute => self.execute(f, policy.clone(), now).await,
             Outcome::DryRun => self.dry_run(&f, policy, now).await,
             Outcome::Escalate { why } => {
@@ -585,8 +600,7 @@ impl Dispatcher {
                 .incident(&f.id)
                 .policy(&policy.name, policy.source.file.digest.to_string())
                 .body(serde_json::json!({ "approval": id, "actions": actions, "why": why })),
-        )
-        .await;
+        );
         self.escalate(f, Some(policy), why, now).await;
     }
 
@@ -683,8 +697,7 @@ impl Dispatcher {
                             .incident(&a.incident)
                             .policy(&a.policy, &a.policy_digest)
                             .body(serde_json::json!({ "approval": a.id })),
-                    )
-                    .await;
+                    );
                 }
             }
             Err(e) => tracing::error!(error = %e, "Could not expire approvals."),
@@ -751,10 +764,8 @@ impl Dispatcher {
                     "deadline_ms": request.deadline_ms,
                     "controller": self.id,
                 }));
-            if !self.audit(dispatched).await {
-                let why = format!("{kind} not dispatched: the audit log is not writable");
-                return self.give_up(chain, why, now).await;
-            }
+            // Durable (the batch's audit records are appended) before it is sent.
+            self.audit(dispatched);
             tracing::info!(host = %chain.finding.host, action = %action_id, kind = %kind, unit = %chain.finding.unit, policy = %chain.policy.name, "Action dispatched.");
             chain.expires_at = now
                 .saturating_add(ms(request::deadline(&chain.policy)))
@@ -846,8 +857,7 @@ impl Dispatcher {
                             "socket_path": request.socket_path,
                             "dry_run": true,
                         })),
-                )
-                .await;
+                );
             }
             let checked = request.and_then(|request| {
                 self.fleet
@@ -900,8 +910,7 @@ impl Dispatcher {
                     "message": result.message,
                     "steps": steps,
                 })),
-        )
-        .await;
+        );
         let Some(mut chain) = self.chains.remove(&result.action_id) else {
             // A dry-run plan, or a result for an action given up on (or decided before a
             // controller restart): stored by ingest, nothing to advance.
@@ -986,7 +995,7 @@ impl Dispatcher {
         if let Some(p) = policy {
             audited = audited.policy(&p.name, p.source.file.digest.to_string());
         }
-        self.audit(audited).await;
+        self.audit(audited);
         let policy_name = policy.map(|p| p.name.clone()).unwrap_or_default();
         let escalation = Escalation {
             id: format!("{}@{}/{policy_name}", f.id, f.revision),

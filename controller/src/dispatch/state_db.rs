@@ -23,6 +23,7 @@
 //! leases.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sqlx::any::AnyRow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -33,6 +34,10 @@ use crate::decide::{FleetData, FleetState, HostState, InFlight, StormEpisode, Un
 
 const SCHEMA_V1: &str = include_str!("state_db.sql");
 
+/// How long a batch waits for a connection before it takes the database for lost. Waiting for
+/// the fleet lock itself has no limit: another controller holds it for one batch.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateDbError {
@@ -42,6 +47,8 @@ pub enum StateDbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the fleet state database: {what} is not valid: {why}")]
     Corrupt { what: String, why: String },
+    #[error("the fleet state database did not answer within {} s", CONNECT_TIMEOUT.as_secs())]
+    Timeout,
     #[error(
         "the fleet state changed under this controller (version {read} read, {found} found): \
          another process writes the same SQLite file"
@@ -107,6 +114,12 @@ impl StateDb {
         result.map(|()| session)
     }
 
+    /// The cache is not to be trusted (the batch that changed it was not committed): the next
+    /// `begin` reloads it whole.
+    pub fn forget_cache(&mut self) {
+        self.synced = None;
+    }
+
     async fn sync(
         &mut self,
         session: &mut Session,
@@ -114,17 +127,22 @@ impl StateDb {
     ) -> Result<(), StateDbError> {
         let version: i64 = match self.backend {
             Backend::Postgres => {
-                let mut tx = self.pool.begin_with("BEGIN").await?;
+                let mut tx = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.begin_with("BEGIN"))
+                    .await
+                    .map_err(|_| StateDbError::Timeout)??;
                 let row = sqlx::query("SELECT version FROM fleet_meta WHERE id = 1 FOR UPDATE")
                     .fetch_one(&mut *tx)
                     .await?;
                 session.tx = Some(tx);
                 row.try_get(0)?
             }
-            Backend::Sqlite => sqlx::query("SELECT version FROM fleet_meta WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?,
+            Backend::Sqlite => tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                sqlx::query("SELECT version FROM fleet_meta WHERE id = 1").fetch_one(&self.pool),
+            )
+            .await
+            .map_err(|_| StateDbError::Timeout)??
+            .try_get(0)?,
         };
         session.version = version;
         if self.synced == Some(version) {

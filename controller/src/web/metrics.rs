@@ -168,7 +168,7 @@ fn dispatch(out: &mut String, stats: &DispatchStats) {
     histogram(
         out,
         "gatemend_audit_write_seconds",
-        "How long the dispatcher's audit appends took (durable when they return).",
+        "How long the dispatcher's audit appends took (one per batch of decisions; durable when they return).",
         &stats.audit,
     );
     histogram(
