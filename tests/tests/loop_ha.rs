@@ -7,12 +7,15 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use gatemend_tests::stack::{LogLine, Stack, StackSpec, controller_id};
 use gatemend_tests::testbed::{Host, http};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// The agent's ledger of the actions it was asked to run (`state_dir` of the stack's config).
+const LEDGER_INSIDE: &str = "/var/lib/gatemend/state/actions";
 
 /// Every controller's log (killed ones too), for a failure message.
 fn logs(stack: &Stack) -> String {
@@ -77,13 +80,27 @@ fn prop(host: &Host, unit: &str, name: &str) -> String {
     host.unit_property(unit, name).unwrap()
 }
 
-/// How many lines of `unit`'s journal inside `host` contain `text`.
-fn journal_count(host: &Host, unit: &str, text: &str) -> usize {
-    host.exec(&["journalctl", "-u", unit, "-o", "cat", "--no-pager"])
+/// Users asking `host` for PHP every 25 ms, until the returned sender is dropped.
+fn users(host: &Host) -> mpsc::Sender<()> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let page = SocketAddr::from((host.host_addr(), 80));
+    std::thread::spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(Duration::from_millis(25))
+        {
+            let _ = http::get(page, "/index.php");
+        }
+    });
+    stop
+}
+
+/// The actions the agent inside `host` started: its ledger's `<hex id>.started` files.
+fn ledger_started(host: &Host) -> Vec<String> {
+    host.exec(&["find", LEDGER_INSIDE, "-name", "*.started"])
         .unwrap()
         .lines()
-        .filter(|l| l.contains(text))
-        .count()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -105,21 +122,28 @@ fn a_controller_killed_mid_incident_hands_its_agents_over_and_the_incident_is_re
     // Stack::start saw every host connect to its first controller: the first host to c1.
     assert_eq!(said(&stack, &[0], &name, "Agent connected.").len(), 1);
 
-    // php-fpm down on the first host, with users asking for PHP until c1 dispatched the restart.
-    {
+    // php-fpm down on the first host while its users ask for PHP, until c1 committed the
+    // restart to the fleet state in the shared database: its log says "Action dispatched."
+    // and its audit holds the record before that commit. Its result, when it came first, ends
+    // the wait too.
+    let stop_users = {
         let web = &stack.hosts()[0];
         web.exec(&["systemctl", "stop", "php8.2-fpm"]).unwrap();
-        let page = SocketAddr::from((web.host_addr(), 80));
-        let deadline = Instant::now() + WAIT;
-        while said(&stack, &[0], &name, "Action dispatched.").is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "c1 dispatched nothing for {name}; controller logs:\n{}",
-                logs(&stack)
-            );
-            let _ = http::get(page, "/index.php");
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        users(web)
+    };
+    let pg = stack.postgres().expect("the stack runs on PostgreSQL");
+    let committed = format!(
+        "SELECT (SELECT count(*) FROM fleet_in_flight WHERE action LIKE '%\"{name}\"%') \
+         + (SELECT count(*) FROM audit_log WHERE kind = 'action_result' AND host = '{name}')"
+    );
+    let deadline = Instant::now() + WAIT;
+    while pg.psql("gatemend", &committed).unwrap().trim() == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "c1 dispatched nothing for {name}; controller logs:\n{}",
+            logs(&stack)
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
     let killed_at = SystemTime::now();
     stack.kill_controller_n(0);
@@ -144,6 +168,7 @@ fn a_controller_killed_mid_incident_hands_its_agents_over_and_the_incident_is_re
     wait_any(&stack, &[1, 2], "the resolution", |l| {
         l.says("Finding resolved.") && l.field("host").as_deref() == Some(name.as_str())
     });
+    drop(stop_users);
     let web = &stack.hosts()[0];
     assert_eq!(prop(web, "php8.2-fpm.service", "ActiveState"), "active");
     let page = http::get(SocketAddr::from((web.host_addr(), 80)), "/index.php").unwrap();
@@ -156,54 +181,50 @@ fn a_controller_killed_mid_incident_hands_its_agents_over_and_the_incident_is_re
     );
 
     // Whichever controller sent the request (c1, or again the one the agent moved to), it went
-    // under one id, and the agent ran it once: php-fpm was started at boot and restarted once.
-    let ids: BTreeSet<String> = said(&stack, &[0, 1, 2], &name, "Action dispatched.")
-        .iter()
-        .filter_map(|(_, l)| LogLine::new(l).field("action"))
-        .collect();
-    assert_eq!(ids.len(), 1, "{ids:?}\n{}", logs(&stack));
-    assert_eq!(
-        journal_count(web, "gatemend-agent.service", "Running action."),
-        1,
-        "{}",
-        web.exec(&[
-            "journalctl",
-            "-u",
-            "gatemend-agent.service",
-            "-o",
-            "cat",
-            "--no-pager"
-        ])
-        .unwrap()
-    );
-    assert_eq!(
-        journal_count(web, "php8.2-fpm.service", "Started php8.2-fpm"),
-        2,
-        "boot and one restart"
-    );
-
-    // The audit, one chain in the shared database, holds one resolution for the incident, and
-    // the host came online twice: with c1, then with the controller it moved to.
+    // under one id, the agent's ledger started that one action, and it ran once: php-fpm was
+    // started at boot and restarted once.
     let records = stack.audit_records().unwrap();
-    let incident = records
+    let about = |kind: &str| -> Vec<&serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == kind && r["host"] == name.as_str())
+            .collect()
+    };
+    let ids: BTreeSet<&str> = about("action_dispatched")
         .iter()
-        .find(|r| r["kind"] == "action_dispatched" && r["host"] == name.as_str())
-        .and_then(|r| r["incident"].as_str())
-        .unwrap_or_else(|| panic!("no action_dispatched record for {name}: {records:?}"))
-        .to_owned();
-    let resolved: Vec<&serde_json::Value> = records
-        .iter()
-        .filter(|r| r["kind"] == "resolved" && r["host"] == name.as_str())
+        .filter_map(|r| r["body"]["action_id"].as_str())
         .collect();
-    assert_eq!(resolved.len(), 1, "{resolved:?}");
-    assert_eq!(resolved[0]["incident"], incident.as_str(), "{resolved:?}");
-    let online = records
+    assert_eq!(ids.len(), 1, "{:?}", about("action_dispatched"));
+    let senders: Vec<&serde_json::Value> = about("action_dispatched")
         .iter()
-        .filter(|r| r["kind"] == "host_online" && r["host"] == name.as_str())
-        .count();
-    assert!(
-        online >= 2,
-        "{name} came online {online} times: {records:?}"
+        .map(|r| &r["body"]["controller"])
+        .collect();
+    eprintln!("the action {ids:?} was dispatched by {senders:?}");
+    let started = ledger_started(web);
+    assert_eq!(started.len(), 1, "{started:?}");
+    let restarts = web
+        .sh("journalctl -u php8.2-fpm.service -o cat --no-pager | grep -c '^Started php8.2-fpm'")
+        .unwrap();
+    assert_eq!(restarts.trim(), "2", "boot and one restart");
+
+    // The audit, one chain in the shared database, holds one resolution, of that incident, and
+    // the host online with c1 and then with the controller it moved to.
+    let incident = about("action_dispatched")[0]["incident"].clone();
+    let resolved = about("resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0]["incident"], incident, "{resolved:?}");
+    let online: Vec<&serde_json::Value> = about("host_online")
+        .iter()
+        .map(|r| &r["body"]["controller"])
+        .collect();
+    assert_eq!(
+        online,
+        [
+            &serde_json::json!("c1"),
+            &serde_json::json!(controller_id(to))
+        ],
+        "{:?}",
+        about("host_online")
     );
     stack.verify_audit().unwrap();
 
