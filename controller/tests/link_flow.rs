@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use gatemend_agent::config::{AgentConfig, ControllerConfig, OutboxConfig};
 use gatemend_agent::link::{ActionRunner, Link, LinkStats, Outcome, RefuseAll};
 use gatemend_controller::ingest::{
-    self, Fleet, Ingested, Limits, LinkService, MemorySink, PeerAuth, Record,
+    self, Fleet, Forwarded, Limits, LinkService, MemorySink, PeerAuth, Record,
 };
 use gatemend_proto::v1::link_client::LinkClient;
 use gatemend_proto::v1::{
@@ -32,7 +32,7 @@ struct Controller {
     addr: SocketAddr,
     fleet: Fleet,
     sink: Arc<MemorySink>,
-    _findings: mpsc::Receiver<Ingested>,
+    _findings: mpsc::Receiver<Forwarded>,
 }
 
 async fn controller(limits: Limits) -> Controller {
@@ -163,6 +163,60 @@ async fn findings_reach_the_controller_and_the_fleet_shows_the_host() {
             .unwrap()
             .last_heartbeat_unix_ms
             .is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_ack_when_decided_a_finding_stays_in_the_outbox_until_its_decision_commits() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let (forward, mut events) = mpsc::channel(10_000);
+    let (decided, decided_rx) = tokio::sync::watch::channel(0u64);
+    let service = LinkService::new(
+        Fleet::new(),
+        Arc::clone(&sink),
+        forward,
+        Limits::default(),
+        PeerAuth::Insecure,
+    )
+    .ack_when_decided(decided_rx);
+    tokio::spawn(ingest::serve(
+        listener,
+        None,
+        service,
+        std::future::pending(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let link = Link::open(
+        &agent_config(dir.path(), &format!("http://{addr}")),
+        Arc::new(RefuseAll),
+    )
+    .unwrap();
+    let stats = link.stats();
+    let (tx, rx) = mpsc::channel(100);
+    tokio::spawn(link.run(rx));
+    tx.send(finding("f1", 1)).await.unwrap();
+    tx.send(finding("f2", 1)).await.unwrap();
+    // Online, then the two findings, numbered in queue order.
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        seqs.push(events.recv().await.unwrap().seq);
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    // Stored, forwarded, not decided: not acked, still in the agent's outbox.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stats.acked.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.pending.load(Ordering::Relaxed), 2);
+    // The first one decided: its ack alone leaves.
+    decided.send_replace(2);
+    eventually("f1 acked", || stats.acked.load(Ordering::Relaxed) == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats.acked.load(Ordering::Relaxed), 1);
+    decided.send_replace(3);
+    eventually("f2 acked", || {
+        stats.acked.load(Ordering::Relaxed) == 2 && stats.pending.load(Ordering::Relaxed) == 0
     })
     .await;
 }

@@ -14,7 +14,8 @@ use gatemend_controller::audit::{Audit, Kind, NewRecord};
 use gatemend_controller::decide::Options;
 use gatemend_controller::dispatch::{Dispatcher, Notifier, StateDb};
 use gatemend_controller::ingest::{
-    self, FileSink, FindingSink, Fleet, Ingested, Limits, LinkService, MemorySink, PeerAuth,
+    self, FileSink, FindingSink, Fleet, Forwarded, Ingested, Limits, LinkService, MemorySink,
+    PeerAuth,
 };
 use gatemend_controller::pki;
 use gatemend_controller::policy::reload::Reload;
@@ -209,6 +210,7 @@ async fn serve<S: FindingSink>(
     let dispatch = dispatcher.handle();
     let dispatch_stats = dispatcher.stats();
     let health = dispatcher.health();
+    let decided = dispatcher.decided();
     tokio::spawn(dispatcher.run(events));
     tokio::spawn(sweep(
         fleet.clone(),
@@ -216,7 +218,9 @@ async fn serve<S: FindingSink>(
         forward.clone(),
     ));
     let web_fleet = fleet.clone();
-    let service = LinkService::new(fleet, sink, forward, limits, auth);
+    // An agent's message is acked once the dispatcher committed its decision: a controller
+    // that dies first leaves it in the agent's outbox, for the next controller.
+    let service = LinkService::new(fleet, sink, forward, limits, auth).ack_when_decided(decided);
     if let Some(addr) = cli.http_listen {
         let tokens = match &cli.tokens {
             Some(path) => Tokens::load(path).context("loading the operator tokens")?,
@@ -325,13 +329,18 @@ fn default_id() -> String {
 }
 
 /// Marks silent hosts offline (streams also time out on their own; this keeps the view honest).
-async fn sweep(fleet: Fleet, timeout: Duration, events: mpsc::Sender<Ingested>) {
+async fn sweep(fleet: Fleet, timeout: Duration, events: mpsc::Sender<Forwarded>) {
     let mut tick = tokio::time::interval(timeout / 3);
     loop {
         tick.tick().await;
         for host in fleet.sweep(Instant::now(), timeout) {
             tracing::warn!(host = %host, timeout_s = timeout.as_secs(), "Host missed its heartbeats; marked offline.");
-            if events.send(Ingested::Offline { host }).await.is_err() {
+            // Not numbered: no ack waits for it.
+            let event = Forwarded {
+                seq: 0,
+                event: Ingested::Offline { host },
+            };
+            if events.send(event).await.is_err() {
                 return;
             }
         }

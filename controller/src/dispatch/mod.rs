@@ -58,7 +58,7 @@ use crate::audit::{Audit, AuditError, Kind, NewRecord};
 use crate::decide::{
     self, ChainState, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
-use crate::ingest::{Fleet, Ingested};
+use crate::ingest::{Fleet, Forwarded, Ingested};
 use crate::policy::{Policy, PolicySet};
 
 /// How long after its deadline an action without a result is given up (the agent may be
@@ -120,6 +120,9 @@ pub struct Dispatcher {
     approvals: Option<Approvals>,
     /// What operators decided, from [`Handle`]s.
     commands: Option<mpsc::Receiver<Command>>,
+    /// The number of the last ingest event committed: ingest acks a message to its agent once
+    /// its event is decided, so a controller that dies first leaves it in the agent's outbox.
+    decided: watch::Sender<u64>,
     stats: Arc<DispatchStats>,
 }
 
@@ -142,7 +145,7 @@ enum Outgoing {
 #[derive(Debug)]
 enum Work {
     /// Ingest events, in arrival order.
-    Events(Vec<Ingested>),
+    Events(Vec<Forwarded>),
     /// An approval was given here: dispatch the approved ones.
     Approved,
     /// The clock: heartbeat, timeouts, expiries, approvals given elsewhere.
@@ -208,8 +211,14 @@ impl Dispatcher {
             audit_queue: Vec::new(),
             approvals: None,
             commands: None,
+            decided: watch::Sender::new(0),
             stats: Arc::default(),
         }
+    }
+
+    /// How far it has decided, for ingest to ack by ([`crate::ingest::LinkService::ack_when_decided`]).
+    pub fn decided(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
     }
 
     /// Whether it decides, for `/healthz`.
@@ -281,7 +290,7 @@ impl Dispatcher {
     }
 
     /// Runs until the ingest stage is gone.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Ingested>) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<Forwarded>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut commands = self.commands.take();
         loop {
@@ -336,12 +345,14 @@ impl Dispatcher {
         }
         let now = now_ms();
         let mut received = Vec::new();
+        let mut last_seq = 0;
         match work {
             Work::Events(events) => {
-                for event in events {
+                for Forwarded { seq, event } in events {
                     if let Ingested::Finding { received: at, .. } = event {
                         received.push(*at);
                     }
+                    last_seq = last_seq.max(*seq);
                     self.on_event(event.clone(), now_ms()).await;
                 }
             }
@@ -380,6 +391,11 @@ impl Dispatcher {
             self.stats.decision_latency.observe(at.elapsed());
         }
         self.flush();
+        self.decided.send_if_modified(|decided| {
+            let moved = last_seq > *decided;
+            *decided = (*decided).max(last_seq);
+            moved
+        });
         Ok(())
     }
 
@@ -389,10 +405,21 @@ impl Dispatcher {
             match out {
                 Outgoing::Action { host, request } => {
                     let id = request.action_id.clone();
-                    if let Err(e) = self.fleet.send_action(&host, request) {
+                    let kind = ActionKind::try_from(request.kind).unwrap_or_default();
+                    let unit = request.unit.clone();
+                    let dry_run = request.dry_run;
+                    match self.fleet.send_action(&host, request) {
+                        Ok(()) if dry_run => {
+                            tracing::info!(host = %host, action = %id, kind = %kind, "Dry run: plan requested, nothing runs.");
+                        }
+                        Ok(()) => {
+                            tracing::info!(host = %host, action = %id, kind = %kind, unit = %unit, "Action dispatched.");
+                        }
                         // Gone between the decision and now: the chain is given up at its
                         // deadline unless the host reconnects first (then it is sent again).
-                        tracing::warn!(host = %host, action = %id, error = %e, "Action decided but not sent.");
+                        Err(e) => {
+                            tracing::warn!(host = %host, action = %id, error = %e, "Action decided but not sent.");
+                        }
                     }
                 }
                 Outgoing::Escalation {
@@ -766,7 +793,6 @@ impl Dispatcher {
                 }));
             // Durable (the batch's audit records are appended) before it is sent.
             self.audit(dispatched);
-            tracing::info!(host = %chain.finding.host, action = %action_id, kind = %kind, unit = %chain.finding.unit, policy = %chain.policy.name, "Action dispatched.");
             chain.expires_at = now
                 .saturating_add(ms(request::deadline(&chain.policy)))
                 .saturating_add(ms(RESULT_GRACE));
@@ -870,7 +896,6 @@ impl Dispatcher {
             });
             match checked {
                 Ok(request) => {
-                    tracing::info!(host = %f.host, action = %request.action_id, kind = %kind, policy = %policy.name, "Dry run: plan requested, nothing runs.");
                     self.outbox.push(Outgoing::Action {
                         host: f.host.clone(),
                         request,

@@ -15,5 +15,5 @@ pub mod sink;
 pub use error::{SendActionError, ServeError, SinkError};
 pub use fleet::{Fleet, HostView};
 pub use server::{bind, serve, serve_all};
-pub use service::{IngestStats, Ingested, Limits, LinkService, PeerAuth};
+pub use service::{Forwarded, IngestStats, Ingested, Limits, LinkService, PeerAuth};
 pub use sink::{FileSink, FindingSink, MemorySink, Record, Stored};

@@ -3,9 +3,12 @@
 //! Order on a stream: Hello (checked against the client certificate), then findings, action
 //! results and heartbeats. Every finding and action result is stored through the
 //! [`FindingSink`] first and acked after; a store failure closes the stream without an ack,
-//! so the agent keeps the message and resends it.
+//! so the agent keeps the message and resends it. With [`LinkService::ack_when_decided`], an
+//! ack also waits until the decision stage has committed every event forwarded up to it: a
+//! controller that dies before deciding leaves the message in the agent's outbox, and the next
+//! controller gets it. Acks leave in the order the messages came (the agent matches them so).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +19,7 @@ use gatemend_proto::v1::{
 };
 use gatemend_proto::{ActionKind, Cause, RootCause};
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -64,6 +67,15 @@ pub enum PeerAuth {
     Insecure,
 }
 
+/// An event numbered in the order it entered the decision stage's queue: the decision stage
+/// says how far it has committed by publishing the last number it decided.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// 1, 2, ... in queue order; 0 for events not numbered (the binary's silence sweep).
+    pub seq: u64,
+    pub event: Ingested,
+}
+
 /// What the ingest stage hands to the decision stage, in the order it happened on each stream.
 ///
 /// Every event goes through one bounded queue: when the decision stage falls behind, the
@@ -107,7 +119,12 @@ pub struct IngestStats {
 struct Shared<S> {
     fleet: Fleet,
     sink: Arc<S>,
-    forward: mpsc::Sender<Ingested>,
+    forward: mpsc::Sender<Forwarded>,
+    /// The number of the last event forwarded; held while forwarding, so that numbers follow
+    /// the queue's order.
+    order: tokio::sync::Mutex<u64>,
+    /// The number of the last event the decision stage committed, when acks wait for it.
+    decided: Option<watch::Receiver<u64>>,
     limits: Limits,
     auth: PeerAuth,
     stats: Arc<IngestStats>,
@@ -124,7 +141,7 @@ impl<S: FindingSink> LinkService<S> {
     pub fn new(
         fleet: Fleet,
         sink: Arc<S>,
-        forward: mpsc::Sender<Ingested>,
+        forward: mpsc::Sender<Forwarded>,
         limits: Limits,
         auth: PeerAuth,
     ) -> Self {
@@ -133,6 +150,8 @@ impl<S: FindingSink> LinkService<S> {
                 fleet,
                 sink,
                 forward,
+                order: tokio::sync::Mutex::new(0),
+                decided: None,
                 limits,
                 auth,
                 stats: Arc::default(),
@@ -142,6 +161,16 @@ impl<S: FindingSink> LinkService<S> {
 
     pub fn stats(&self) -> Arc<IngestStats> {
         Arc::clone(&self.shared.stats)
+    }
+
+    /// Acks wait until `decided` (the number of the last event the decision stage committed)
+    /// reaches the events forwarded before them. Call before serving.
+    #[must_use]
+    pub fn ack_when_decided(mut self, decided: watch::Receiver<u64>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.decided = Some(decided);
+        }
+        self
     }
 
     /// The tonic service, with the message size limit applied.
@@ -178,13 +207,10 @@ impl<S: FindingSink> Link for LinkService<S> {
         let labels = hello.labels.clone();
         let conn = shared.fleet.connect(hello, tx.clone(), Instant::now());
         tracing::info!(host = %host, peer = %peer, "Agent connected.");
-        forward(
-            &shared,
-            Ingested::Online {
-                host: host.clone(),
-                labels,
-            },
-        )
+        forward(&shared, |_| Ingested::Online {
+            host: host.clone(),
+            labels,
+        })
         .await;
         tokio::spawn(session(shared, host, conn, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -260,10 +286,19 @@ async fn session<S: FindingSink>(
 ) {
     let limits = &shared.limits;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.burst, Instant::now());
+    let mut decided = shared.decided.clone();
+    // Acks waiting for the decision stage, in the order their messages came.
+    let mut waiting: VecDeque<Reply> = VecDeque::new();
     let end: Option<Status> = loop {
         let next = tokio::select! {
             next = tokio::time::timeout(limits.heartbeat_timeout, inbound.message()) => next,
             () = tx.closed() => break None,
+            () = decided_moved(&mut decided), if !waiting.is_empty() => {
+                if send_ready(&mut waiting, decided.as_ref(), &tx).await.is_err() {
+                    break None;
+                }
+                continue;
+            }
         };
         let message = match next {
             Err(_) => {
@@ -312,11 +347,12 @@ async fn session<S: FindingSink>(
             None => Err(Status::invalid_argument("empty AgentMessage")),
         };
         match reply {
-            Ok(Some(ack)) => {
-                let message = ControllerMessage {
-                    body: Some(controller_message::Body::Ack(ack)),
-                };
-                if tx.send(Ok(message)).await.is_err() {
+            Ok(Some(reply)) => {
+                waiting.push_back(reply);
+                if send_ready(&mut waiting, decided.as_ref(), &tx)
+                    .await
+                    .is_err()
+                {
                     break None;
                 }
             }
@@ -333,18 +369,76 @@ async fn session<S: FindingSink>(
     }
     if shared.fleet.disconnect(&host, conn) {
         tracing::info!(host = %host, "Agent offline.");
-        forward(&shared, Ingested::Offline { host }).await;
+        forward(&shared, |_| Ingested::Offline { host }).await;
     }
 }
 
-/// Hands an event to the decision stage, waiting while its queue is full.
-async fn forward<S>(shared: &Shared<S>, event: Ingested) {
-    if shared.forward.send(event).await.is_err() {
+/// Sends the waiting acks whose events the decision stage has committed, oldest first.
+async fn send_ready(
+    waiting: &mut VecDeque<Reply>,
+    decided: Option<&watch::Receiver<u64>>,
+    tx: &Outbound,
+) -> Result<(), ()> {
+    let committed = decided.map_or(u64::MAX, |d| *d.borrow());
+    while waiting.front().is_some_and(|r| r.after <= committed) {
+        let Some(reply) = waiting.pop_front() else {
+            break;
+        };
+        let message = ControllerMessage {
+            body: Some(controller_message::Body::Ack(reply.ack)),
+        };
+        tx.send(Ok(message)).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Returns when the decision stage has committed more; never when acks do not wait for it (or
+/// it has stopped: then nothing more is acked and the agents keep their messages).
+async fn decided_moved(decided: &mut Option<watch::Receiver<u64>>) {
+    let moved = match decided {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !moved {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Hands an event to the decision stage, waiting while its queue is full; returns its number.
+async fn forward<S>(shared: &Shared<S>, event: impl FnOnce(u64) -> Ingested) -> u64 {
+    let mut last = shared.order.lock().await;
+    let seq = *last + 1;
+    *last = seq;
+    let forwarded = Forwarded {
+        seq,
+        event: event(seq),
+    };
+    if shared.forward.send(forwarded).await.is_err() {
         let dropped = shared.stats.forward_dropped.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::error!(
             dropped,
             "The decision stage has stopped; event stored but not decided."
         );
+    }
+    seq
+}
+
+/// The number of the last event forwarded: what a message that forwards nothing (a duplicate)
+/// waits for before its ack.
+async fn forwarded<S>(shared: &Shared<S>) -> u64 {
+    *shared.order.lock().await
+}
+
+/// An ack, and the event number the decision stage must have committed before it is sent.
+#[derive(Debug)]
+struct Reply {
+    ack: Ack,
+    after: u64,
+}
+
+impl Reply {
+    fn now(ack: Ack) -> Option<Reply> {
+        Some(Reply { ack, after: 0 })
     }
 }
 
@@ -355,17 +449,18 @@ fn refused(id: String, reason: String) -> Ack {
     }
 }
 
-/// Validates, stores, then acks. `Err` closes the stream (store failure): no ack is sent.
+/// Validates, stores, forwards, then acks. `Err` closes the stream (store failure): no ack is
+/// sent.
 async fn on_finding<S: FindingSink>(
     shared: &Shared<S>,
     host: &str,
     finding: Finding,
-) -> Result<Option<Ack>, Status> {
+) -> Result<Option<Reply>, Status> {
     let received = std::time::Instant::now();
     if let Some(reason) = invalid_finding(host, &finding) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(host = %host, finding = %finding.id, reason = %reason, "Refused a finding.");
-        return Ok(Some(refused(finding.id, reason)));
+        return Ok(Reply::now(refused(finding.id, reason)));
     }
     let record = Record::Finding {
         host: host.to_owned(),
@@ -379,39 +474,38 @@ async fn on_finding<S: FindingSink>(
         id: finding.id.clone(),
         refused: String::new(),
     };
-    match stored {
+    let after = match stored {
         Stored::Duplicate => {
             shared
                 .stats
                 .findings_duplicate
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(host = %host, finding = %finding.id, revision = finding.revision, "Duplicate finding acked again.");
+            // Its first copy may still wait for its decision.
+            forwarded(shared).await
         }
         Stored::New => {
             shared.stats.findings_new.fetch_add(1, Ordering::Relaxed);
             shared.fleet.finding(host, &finding);
-            forward(
-                shared,
-                Ingested::Finding {
-                    host: host.to_owned(),
-                    finding,
-                    received,
-                },
-            )
-            .await;
+            forward(shared, |_| Ingested::Finding {
+                host: host.to_owned(),
+                finding,
+                received,
+            })
+            .await
         }
-    }
-    Ok(Some(ack))
+    };
+    Ok(Some(Reply { ack, after }))
 }
 
 async fn on_action_result<S: FindingSink>(
     shared: &Shared<S>,
     host: &str,
     result: ActionResult,
-) -> Result<Option<Ack>, Status> {
+) -> Result<Option<Reply>, Status> {
     if result.action_id.is_empty() {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Ok(Some(refused(
+        return Ok(Reply::now(refused(
             String::new(),
             "action result without an action_id".into(),
         )));
@@ -423,30 +517,31 @@ async fn on_action_result<S: FindingSink>(
             result.host
         );
         tracing::warn!(host = %host, action = %result.action_id, reason = %reason, "Refused an action result.");
-        return Ok(Some(refused(result.action_id, reason)));
+        return Ok(Reply::now(refused(result.action_id, reason)));
     }
     let id = result.action_id.clone();
     let record = Record::ActionResult {
         host: host.to_owned(),
         result,
     };
-    if store(shared, host, &record).await? == Stored::New {
-        shared.stats.action_results.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(host = %host, action = %id, "Action result stored.");
-        if let Record::ActionResult { result, .. } = record {
-            forward(
-                shared,
-                Ingested::ActionResult {
-                    host: host.to_owned(),
-                    result,
-                },
-            )
-            .await;
+    let after = match (store(shared, host, &record).await?, record) {
+        (Stored::New, Record::ActionResult { result, .. }) => {
+            shared.stats.action_results.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(host = %host, action = %id, "Action result stored.");
+            forward(shared, |_| Ingested::ActionResult {
+                host: host.to_owned(),
+                result,
+            })
+            .await
         }
-    }
-    Ok(Some(Ack {
-        id,
-        refused: String::new(),
+        _ => forwarded(shared).await,
+    };
+    Ok(Some(Reply {
+        ack: Ack {
+            id,
+            refused: String::new(),
+        },
+        after,
     }))
 }
 
