@@ -201,11 +201,12 @@ impl Link {
                     tracing::warn!(host = %self.host, endpoint = %uri, reason = %reason, pending = self.outbox.len(), "Link to the controller lost; reconnecting.");
                 }
             }
+            // A controller that failed (to connect, or after serving) is not the first one
+            // tried again: another one listed takes its agents at once.
             if established {
                 self.backoff.reset();
-            } else {
-                index = index.wrapping_add(1);
             }
+            index = index.wrapping_add(1);
             let delay = self.backoff.next(rand::random::<f64>());
             self.idle(delay, &mut findings, &mut results).await?;
         }
