@@ -291,40 +291,28 @@ impl StateDb {
             .await?;
         }
         if changes.in_flight {
-            sqlx::query("DELETE FROM fleet_in_flight")
-                .execute(&mut *tx)
-                .await?;
-            for (id, action) in &data.in_flight {
-                sqlx::query("INSERT INTO fleet_in_flight (id, action) VALUES ($1, $2)")
-                    .bind(id.clone())
-                    .bind(encode(action)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let rows = data
+                .in_flight
+                .iter()
+                .map(|(id, action)| Ok((id.clone(), encode(action)?)))
+                .collect::<Result<Vec<_>, StateDbError>>()?;
+            replace_rows(&mut tx, "fleet_in_flight", "id, action", rows).await?;
         }
         if changes.storms {
-            sqlx::query("DELETE FROM fleet_storms")
-                .execute(&mut *tx)
-                .await?;
-            for (cause, episode) in &data.storms {
-                sqlx::query("INSERT INTO fleet_storms (cause, episode) VALUES ($1, $2)")
-                    .bind(cause.to_string())
-                    .bind(encode(episode)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let rows = data
+                .storms
+                .iter()
+                .map(|(cause, episode)| Ok((cause.to_string(), encode(episode)?)))
+                .collect::<Result<Vec<_>, StateDbError>>()?;
+            replace_rows(&mut tx, "fleet_storms", "cause, episode", rows).await?;
         }
         if changes.controllers {
-            sqlx::query("DELETE FROM fleet_controllers")
-                .execute(&mut *tx)
-                .await?;
-            for (id, at) in &data.controllers {
-                sqlx::query("INSERT INTO fleet_controllers (id, heartbeat_at) VALUES ($1, $2)")
-                    .bind(id.clone())
-                    .bind(*at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            let rows = data
+                .controllers
+                .iter()
+                .map(|(id, at)| (id.clone(), *at))
+                .collect();
+            replace_rows(&mut tx, "fleet_controllers", "id, heartbeat_at", rows).await?;
         }
         sqlx::query("UPDATE fleet_meta SET version = $1 WHERE id = 1")
             .bind(version)
@@ -334,6 +322,30 @@ impl StateDb {
         self.synced = Some(version);
         Ok(())
     }
+}
+
+/// Replaces the rows of one of the small tables whole: (key, value) into `columns`.
+async fn replace_rows<V>(
+    tx: &mut sqlx::AnyConnection,
+    table: &'static str,
+    columns: &'static str,
+    rows: Vec<(String, V)>,
+) -> Result<(), sqlx::Error>
+where
+    V: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Send + 'static,
+{
+    sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+        .execute(&mut *tx)
+        .await?;
+    let insert = format!("INSERT INTO {table} ({columns}) VALUES ($1, $2)");
+    for (key, value) in rows {
+        sqlx::query(AssertSqlSafe(insert.clone()))
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StateDbError> {
