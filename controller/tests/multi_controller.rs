@@ -525,91 +525,166 @@ const BENCH_POLICY: &str = "policies:
     guards: { cooldown: 1h }
 ";
 
-/// The decision histogram summed over controllers: (upper bound, cumulative count) by bucket,
-/// plus the count.
-fn decision_histogram(samples: &[BTreeMap<String, f64>]) -> (Vec<(f64, f64)>, f64) {
-    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    let mut count = 0.0;
-    for s in samples {
-        for (series, value) in s {
-            if let Some(le) = series
-                .strip_prefix("gatemend_decision_seconds_bucket{le=\"")
-                .and_then(|r| r.strip_suffix("\"}"))
-            {
-                let bound = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().unwrap()
-                };
-                let entry = buckets.entry(bound.to_bits()).or_insert((bound, 0.0));
-                entry.1 += value;
-            }
-        }
-        count += s
-            .get("gatemend_decision_seconds_count")
-            .copied()
-            .unwrap_or(0.0);
-    }
-    let mut buckets: Vec<(f64, f64)> = buckets.into_values().collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    (buckets, count)
+/// The decision latency histogram and the dispatcher's batches, summed over controllers.
+#[derive(Debug, Default)]
+struct Metrics {
+    /// (upper bound in seconds, cumulative count), ascending, `+Inf` last.
+    buckets: Vec<(f64, f64)>,
+    count: f64,
+    sum: f64,
+    /// Audit appends by the dispatchers: one per batch of decisions.
+    batches: f64,
+    /// Their time, seconds.
+    batch_audit_sum: f64,
 }
 
-/// The q-quantile of the observations between two snapshots, interpolated within its bucket
-/// as Prometheus's histogram_quantile does.
-fn quantile(before: &(Vec<(f64, f64)>, f64), after: &(Vec<(f64, f64)>, f64), q: f64) -> f64 {
-    let delta: Vec<(f64, f64)> = after
-        .0
-        .iter()
-        .map(|(le, n)| {
+impl Metrics {
+    fn of(samples: &[BTreeMap<String, f64>]) -> Metrics {
+        let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        let mut h = Metrics::default();
+        for s in samples {
+            for (series, value) in s {
+                if let Some(le) = series
+                    .strip_prefix("gatemend_decision_seconds_bucket{le=\"")
+                    .and_then(|r| r.strip_suffix("\"}"))
+                {
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap()
+                    };
+                    buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+                }
+            }
+            h.count += s["gatemend_decision_seconds_count"];
+            h.sum += s["gatemend_decision_seconds_sum"];
+            h.batches += s["gatemend_audit_write_seconds_count"];
+            h.batch_audit_sum += s["gatemend_audit_write_seconds_sum"];
+        }
+        h.buckets = buckets.into_values().collect();
+        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        h
+    }
+
+    /// The q-quantile of the observations since `before`, interpolated within its bucket as
+    /// Prometheus's histogram_quantile does; infinite above the largest finite bucket.
+    fn quantile_since(&self, before: &Metrics, q: f64) -> f64 {
+        let rank = q * (self.count - before.count);
+        let mut lower = (0.0, 0.0);
+        for (le, n) in &self.buckets {
             let was = before
-                .0
+                .buckets
                 .iter()
                 .find(|(b, _)| b == le)
                 .map_or(0.0, |(_, n)| *n);
-            (*le, n - was)
-        })
-        .collect();
-    let total = after.1 - before.1;
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for (le, n) in delta {
-        if n >= rank {
-            if le.is_infinite() {
-                return lower.0;
+            let n = n - was;
+            if n >= rank {
+                if le.is_infinite() {
+                    return f64::INFINITY;
+                }
+                let within = (rank - lower.1) / (n - lower.1).max(f64::MIN_POSITIVE);
+                return lower.0 + (le - lower.0) * within;
             }
-            let within = (rank - lower.1) / (n - lower.1).max(f64::MIN_POSITIVE);
-            return lower.0 + (le - lower.0) * within;
+            lower = (*le, n);
         }
-        lower = (le, n);
+        f64::NAN
     }
-    f64::NAN
+
+    /// The mean of the observations since `before`, seconds.
+    fn mean_since(&self, before: &Metrics) -> f64 {
+        (self.sum - before.sum) / (self.count - before.count)
+    }
 }
 
-async fn snapshot(ctls: &[Controller]) -> (Vec<(f64, f64)>, f64) {
+async fn snapshot(ctls: &[Controller]) -> Metrics {
     let mut samples = Vec::new();
     for c in ctls {
         samples.push(c.metrics().await);
     }
-    decision_histogram(&samples)
+    Metrics::of(&samples)
 }
 
 /// Waits until the controllers have decided everything they were sent (the count stops rising).
-async fn settle(ctls: &[Controller]) -> (Vec<(f64, f64)>, f64) {
+async fn settle(ctls: &[Controller]) -> Metrics {
     let mut last = snapshot(ctls).await;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = snapshot(ctls).await;
-        if now.1 == last.1 {
+        if now.count == last.count {
             return now;
         }
         last = now;
     }
 }
 
-/// One loadgen run against `ctls`: its report, the decisions per second while it ran (from
-/// the 3rd second to the end of sending) and the decision latency p50/p99 in ms.
-async fn run_load(ctls: &[Controller], args: &[&str], duration: u64) -> (String, f64, f64, f64) {
+/// Seconds as milliseconds, or "> N ms" past the largest bucket.
+fn ms(seconds: f64, largest: f64) -> String {
+    if seconds.is_infinite() {
+        format!("> {:.0} ms", largest * 1000.0)
+    } else {
+        format!("{:.2} ms", seconds * 1000.0)
+    }
+}
+
+/// CPU time so far, in clock ticks: the machine's (all cores) and PostgreSQL's processes'.
+#[derive(Debug)]
+struct CpuTicks {
+    busy: u64,
+    idle: u64,
+    postgres: u64,
+    cores: usize,
+}
+
+impl CpuTicks {
+    /// Every core's ticks between two readings.
+    fn total_since(&self, before: &CpuTicks) -> f64 {
+        (self.busy + self.idle - before.busy - before.idle) as f64
+    }
+}
+
+fn cpu_ticks() -> CpuTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    // cpu  user nice system idle iowait irq softirq steal ...
+    let all: Vec<u64> = stat.lines().next().unwrap()[3..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let idle = all[3] + all[4];
+    let busy = all[..8].iter().sum::<u64>() - idle;
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    let postgres = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|s| s.contains(" (postgres) "))
+        .map(|s| {
+            // utime and stime, the 14th and 15th fields, counted after the command name.
+            let f: Vec<u64> = s
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|v| v.parse().unwrap())
+                .collect();
+            f.iter().sum::<u64>()
+        })
+        .sum();
+    CpuTicks {
+        busy,
+        idle,
+        postgres,
+        cores,
+    }
+}
+
+/// One loadgen run against `ctls`: its report, then the findings decided per second while it
+/// ran (from its 3rd second to the end of sending) and the decision latency of the run.
+async fn run_load(ctls: &[Controller], args: &[&str], duration: u64) -> String {
     let before = settle(ctls).await;
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatemend-loadgen"));
     for c in ctls {
@@ -623,27 +698,64 @@ async fn run_load(ctls: &[Controller], args: &[&str], duration: u64) -> (String,
         .stdout(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (from, t0) = (snapshot(ctls).await.1, Instant::now());
+    let (from, t0, cpu0) = (snapshot(ctls).await.count, Instant::now(), cpu_ticks());
     tokio::time::sleep(Duration::from_secs(duration.saturating_sub(3).max(1))).await;
-    let (to, t1) = (snapshot(ctls).await.1, Instant::now());
+    let (to, t1, cpu1) = (snapshot(ctls).await.count, Instant::now(), cpu_ticks());
     let out = child.wait_with_output().await.unwrap();
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let after = settle(ctls).await;
-    let rate = (to - from) / (t1 - t0).as_secs_f64();
-    let p50 = quantile(&before, &after, 0.50) * 1000.0;
-    let p99 = quantile(&before, &after, 0.99) * 1000.0;
-    (report, rate, p50, p99)
+    let largest = after
+        .buckets
+        .iter()
+        .map(|(le, _)| *le)
+        .filter(|le| le.is_finite())
+        .fold(0.0, f64::max);
+    let busy =
+        |f: fn(&CpuTicks) -> u64| 100.0 * (f(&cpu1) - f(&cpu0)) as f64 / cpu1.total_since(&cpu0);
+    format!(
+        "{}machine CPU busy:   {:.0}% of {} cores, PostgreSQL server {:.0}% of them (3rd second to end of sending)\n\
+         decided:            {:.0} in the run, {:.0}/s (3rd second to end of sending)\n\
+         decision latency:   p50 {}, p99 {}, mean {} (gatemend_decision_seconds, p50/p99 bucket-interpolated)\n\
+         batches:            {:.0}, {:.1} findings each, their audit append {} on average (gatemend_audit_write_seconds)\n",
+        String::from_utf8_lossy(&out.stdout),
+        busy(|c| c.busy),
+        cpu1.cores,
+        busy(|c| c.postgres),
+        after.count - before.count,
+        (to - from) / (t1 - t0).as_secs_f64(),
+        ms(after.quantile_since(&before, 0.50), largest),
+        ms(after.quantile_since(&before, 0.99), largest),
+        ms(after.mean_since(&before), f64::INFINITY),
+        after.batches - before.batches,
+        (after.count - before.count) / (after.batches - before.batches),
+        ms(
+            (after.batch_audit_sum - before.batch_audit_sum) / (after.batches - before.batches),
+            f64::INFINITY
+        ),
+    )
 }
 
 /// The figures of BENCHMARKS.md, "Several controllers on one PostgreSQL":
 /// `cargo test --release -p gatemend-controller --test multi_controller -- --ignored --nocapture`
-/// (MULTI_BENCH_RATE: the paced run's findings/s, default 500; MULTI_BENCH_AGENTS: default 100).
+/// (MULTI_BENCH_RATES: the paced runs' findings/s, default "500,2000"; MULTI_BENCH_AGENTS:
+/// default 100; MULTI_BENCH_OPEN: each agent's open findings, updated in turn, default 1; 0
+/// makes every finding a new one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run it with --ignored --nocapture, in release"]
 async fn figures_findings_per_second_and_decision_latency_with_one_and_three_controllers() {
-    let rate = std::env::var("MULTI_BENCH_RATE").unwrap_or_else(|_| "500".into());
+    let rates = std::env::var("MULTI_BENCH_RATES").unwrap_or_else(|_| "500,2000".into());
     let agents = std::env::var("MULTI_BENCH_AGENTS").unwrap_or_else(|_| "100".into());
+    let open = std::env::var("MULTI_BENCH_OPEN").unwrap_or_else(|_| "1".into());
     let duration = 15;
+    let common = [
+        "--agents",
+        agents.as_str(),
+        "--open-findings",
+        open.as_str(),
+    ];
+    let mut runs = vec![common.to_vec()];
+    for rate in rates.split(',') {
+        runs.push([&common[..], &["--rate", rate]].concat());
+    }
     for n in [1, 3] {
         let pg = PgCluster::start(true).unwrap();
         let db = pg.create_db("bench").unwrap();
@@ -667,22 +779,13 @@ async fn figures_findings_per_second_and_decision_latency_with_one_and_three_con
                 })
             })
             .collect();
-        for (name, args) in [
-            ("unpaced, window 32", vec!["--agents", agents.as_str()]),
-            (
-                "paced",
-                vec!["--agents", agents.as_str(), "--rate", rate.as_str()],
-            ),
-        ] {
-            let (report, per_s, p50, p99) = run_load(&ctls, &args, duration).await;
+        for args in &runs {
+            let report = run_load(&ctls, args, duration).await;
             println!(
-                "== {n} controller(s), {agents} agents, {name} (loadgen {args:?} --duration {duration}):\n{report}\
-                 decided/s (3rd s to end of sending, from gatemend_decision_seconds_count): {per_s:.0}\n\
-                 decision latency p50 {p50:.2} ms, p99 {p99:.2} ms (gatemend_decision_seconds, bucket-interpolated)\n"
+                "== {n} controller(s) on one PostgreSQL (fsync on), gatemend-loadgen {} --duration {duration}:\n{report}",
+                args.join(" ")
             );
         }
         assert_verifies(&db).await;
-        drop(ctls);
-        drop(pg);
     }
 }

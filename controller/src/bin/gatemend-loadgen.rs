@@ -40,6 +40,10 @@ struct Cli {
     /// Findings in flight (sent, not acked) per agent.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// Each agent's open findings, sent in turn as new revisions (an agent reports updates of
+    /// the few problems its host has); 0: every finding is a new one.
+    #[arg(long, default_value_t = 0)]
+    open_findings: u64,
     /// A controller's pid, to report its RSS and CPU time; repeat it for several.
     #[arg(long)]
     controller_pid: Vec<u32>,
@@ -84,10 +88,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (cli.rate > 0).then(|| Duration::from_secs_f64(cli.agents as f64 / f64::from(cli.rate)));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(cli.agents.max(1));
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    // Finding ids carry the run's start time: a second run against the same controllers sends
+    // new findings, not resends of the first run's (which ingest acks and drops as duplicates).
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut tasks = Vec::with_capacity(cli.agents);
     for i in 0..cli.agents {
+        let who = Identity {
+            host: format!("load-{i}"),
+            run_id,
+            open_findings: cli.open_findings,
+        };
         tasks.push(tokio::spawn(agent(
-            i,
+            who,
             cli.target[i % cli.target.len()],
             cli.window.max(1),
             per_agent_interval,
@@ -146,8 +160,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A simulated agent's host name, the run its findings belong to and how many it has open.
+#[derive(Debug)]
+struct Identity {
+    host: String,
+    run_id: u128,
+    open_findings: u64,
+}
+
 async fn agent(
-    i: usize,
+    who: Identity,
     target: SocketAddr,
     window: usize,
     interval: Option<Duration>,
@@ -156,7 +178,11 @@ async fn agent(
     mut go: tokio::sync::watch::Receiver<bool>,
 ) -> AgentReport {
     let mut report = AgentReport::default();
-    let host = format!("load-{i}");
+    let Identity {
+        host,
+        run_id,
+        open_findings,
+    } = who;
     let Ok(mut client) = LinkClient::connect(format!("http://{target}")).await else {
         return report;
     };
@@ -193,9 +219,14 @@ async fn agent(
         tokio::select! {
             _ = pace.tick(), if sending && in_flight.len() < window => {
                 seq += 1;
+                // Each finding is new, or the next revision of open finding (seq - 1) mod K.
+                let (n, revision) = match open_findings {
+                    0 => (seq, 1),
+                    k => ((seq - 1) % k, (seq - 1) / k + 1),
+                };
                 let finding = Finding {
-                    id: format!("{host}-{seq}"),
-                    revision: 1,
+                    id: format!("{host}-{run_id}-{n}"),
+                    revision,
                     host: host.clone(),
                     cause: Cause::UpstreamRefused as i32,
                     count: 1,
