@@ -63,6 +63,19 @@ async fn appends_verify_and_tampering_is_caught_on_postgres() -> Result<()> {
     let url = pg.create_db("intact")?;
     let audit = filled(&url, 10).await?;
     assert_eq!(audit.verify().await?, Verification::Intact { records: 10 });
+    // A batch larger than one INSERT statement takes: consecutive, stored as returned.
+    let big_url = pg.create_db("big_batch")?;
+    let big_log = Audit::open(&big_url).await?;
+    let big = big_log.append_many((1..=600).map(record).collect()).await?;
+    ensure!(
+        big.iter().map(|r| r.seq).eq(1..=600),
+        "seqs not consecutive"
+    );
+    ensure!(
+        big_log.get(599).await?.as_ref() == big.get(598),
+        "row 599 differs"
+    );
+    ensure!(big_log.verify().await? == Verification::Intact { records: 600 });
     let web2 = audit
         .query(&Filter {
             host: Some("web-2".into()),

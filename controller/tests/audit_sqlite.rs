@@ -125,6 +125,16 @@ async fn appended_records_chain_verify_and_read_back() -> Result<()> {
     assert_eq!(again.get(14).await?.as_ref(), Some(&batch[2]));
     assert!(again.append_many(Vec::new()).await?.is_empty());
     assert_eq!(again.verify().await?, Verification::Intact { records: 14 });
+    // A batch larger than one INSERT statement takes (a busy dispatcher's): still consecutive,
+    // every row stored as returned.
+    let big = again.append_many((15..=614).map(record).collect()).await?;
+    assert_eq!(
+        big.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (15..=614).collect::<Vec<_>>()
+    );
+    assert_eq!(again.get(300).await?.as_ref(), Some(&big[285]));
+    assert_eq!(again.get(614).await?.as_ref(), big.last());
+    assert_eq!(again.verify().await?, Verification::Intact { records: 614 });
     assert_eq!(cli_verify(&dir)?.0, 0);
     Ok(())
 }

@@ -220,6 +220,28 @@ impl Audit {
     }
 }
 
+/// Rows per INSERT statement: 11 parameters each, far below both databases' limits.
+const INSERT_CHUNK: usize = 256;
+
+/// `INSERT INTO audit_log (...) VALUES (...), ...` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..11 {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * 11 + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Appends `batch` consecutively in one transaction that locks the chain head; all or nothing.
 pub(super) async fn write_group(
     pool: &AnyPool,
@@ -251,11 +273,8 @@ pub(super) async fn write_group(
         });
     };
     let mut appended = Vec::with_capacity(batch.len());
+    let mut bodies = Vec::with_capacity(batch.len());
     for new in batch {
-        let err = |source| AuditError::Append {
-            kind: new.kind,
-            source: Arc::new(source),
-        };
         seq += 1;
         let body = hash::canonical_json(&new.body);
         let fields = Fields {
@@ -271,25 +290,7 @@ pub(super) async fn write_group(
         };
         let hash = hash::chain_hash(&prev, &fields);
         let hash_hex = hex::encode(hash);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, kind, host, incident, actor, policy, \
-                 policy_digest, body, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(seq)
-        .bind(new.at)
-        .bind(new.kind.as_str())
-        .bind(new.host.clone())
-        .bind(new.incident.clone())
-        .bind(new.actor.clone())
-        .bind(new.policy.clone())
-        .bind(new.policy_digest.clone())
-        .bind(body)
-        .bind(prev_hex.clone())
-        .bind(hash_hex.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        bodies.push(body);
         appended.push(Record {
             seq,
             at: new.at,
@@ -304,6 +305,32 @@ pub(super) async fn write_group(
             hash: hash_hex,
         });
         prev = hash;
+    }
+    // Many rows per INSERT: one round trip per chunk, not per record.
+    for (records, bodies) in appended
+        .chunks(INSERT_CHUNK)
+        .zip(bodies.chunks(INSERT_CHUNK))
+    {
+        let err = |source| AuditError::Append {
+            kind: records.first().map_or(kind, |r| r.kind),
+            source: Arc::new(source),
+        };
+        let mut query = sqlx::query(AssertSqlSafe(insert_sql(records.len())));
+        for (r, body) in records.iter().zip(bodies) {
+            query = query
+                .bind(r.seq)
+                .bind(r.at)
+                .bind(r.kind.as_str())
+                .bind(r.host.clone())
+                .bind(r.incident.clone())
+                .bind(r.actor.clone())
+                .bind(r.policy.clone())
+                .bind(r.policy_digest.clone())
+                .bind(body.clone())
+                .bind(r.prev_hash.clone())
+                .bind(r.hash.clone());
+        }
+        query.execute(&mut *tx).await.map_err(err)?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)

@@ -26,8 +26,9 @@ pub const ACTION_RESULTS: [&str; 5] = ["succeeded", "failed", "refused", "planne
 pub const AUDIT_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
 /// Upper bounds (seconds) of the decision latency histogram buckets; `+Inf` is implied.
-pub const DECISION_BUCKETS: [f64; 10] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+pub const DECISION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// A latency histogram in Prometheus' shape: cumulative `le` buckets, a count and a sum.
 #[derive(Debug)]
