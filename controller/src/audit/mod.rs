@@ -52,5 +52,6 @@ mod writer;
 pub use error::AuditError;
 pub use hash::{GENESIS_HEX, canonical_json};
 pub use record::{Filter, Kind, NewRecord, Record, UnknownKind, now_ms};
+pub(crate) use store::placeholders;
 pub use store::{Audit, Backend};
 pub use verify::{Broken, Verification};

@@ -225,21 +225,24 @@ const INSERT_CHUNK: usize = 256;
 
 /// `INSERT INTO audit_log (...) VALUES (...), ...` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
-    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..11 {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", row * 11 + column + 1));
-        }
-        sql.push(')');
-    }
-    sql
+    format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+        placeholders(rows, 11)
+    )
+}
+
+/// `($1, $2), ($3, $4), ...`: `rows` rows of `columns` parameters, for a multi-row statement
+/// (the same text in both dialects).
+pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Appends `batch` consecutively in one transaction that locks the chain head; all or nothing.
@@ -545,6 +548,13 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_every_parameter_row_after_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+        assert_eq!(placeholders(0, 4), "");
+    }
 
     #[test]
     fn urls_name_their_backend() {

@@ -29,7 +29,7 @@ use sqlx::any::AnyRow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, SqlSafeStr, Transaction};
 
-use crate::audit::Backend;
+use crate::audit::{Backend, placeholders};
 use crate::decide::{FleetData, FleetState, HostState, InFlight, StormEpisode, UnixMs};
 
 const SCHEMA_V1: &str = include_str!("state_db.sql");
@@ -275,20 +275,19 @@ impl StateDb {
         };
         let version = session.version + 1;
         let data = state.data();
-        for name in &changes.hosts {
-            let Some(host) = data.hosts.get(name) else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO fleet_hosts (name, version, state) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
-                 state = excluded.state",
-            )
-            .bind(name.clone())
-            .bind(version)
-            .bind(encode(host)?)
-            .execute(&mut *tx)
-            .await?;
+        let hosts = changes
+            .hosts
+            .iter()
+            .filter_map(|name| Some((name, data.hosts.get(name)?)))
+            .map(|(name, host)| Ok((name.clone(), encode(host)?)))
+            .collect::<Result<Vec<_>, StateDbError>>()?;
+        // Many rows per statement: one round trip per chunk, not per host.
+        for chunk in hosts.chunks(UPSERT_CHUNK) {
+            let mut query = sqlx::query(AssertSqlSafe(upsert_hosts_sql(chunk.len())));
+            for (name, state) in chunk {
+                query = query.bind(name.clone()).bind(version).bind(state.clone());
+            }
+            query.execute(&mut *tx).await?;
         }
         if changes.in_flight {
             let rows = data
@@ -322,6 +321,18 @@ impl StateDb {
         self.synced = Some(version);
         Ok(())
     }
+}
+
+/// Host rows per upsert statement (3 parameters each).
+const UPSERT_CHUNK: usize = 512;
+
+/// Inserts or replaces `rows` hosts.
+fn upsert_hosts_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO fleet_hosts (name, version, state) VALUES {} \
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version, state = excluded.state",
+        placeholders(rows, 3)
+    )
 }
 
 /// Replaces the rows of one of the small tables whole: (key, value) into `columns`.
