@@ -521,21 +521,23 @@ impl Dispatcher {
                 return;
             }
         };
-        let mut body = serde_json::to_value(&f).unwrap_or_default();
-        if let (Some(evidence), Some(fields)) = (&wire.evidence, body.as_object_mut()) {
-            // What the finding rests on: its raw lines and the probe results.
-            let probes: std::collections::BTreeMap<_, _> = evidence.probes.iter().collect();
-            fields.insert(
-                "evidence".into(),
-                serde_json::json!({ "lines": evidence.lines, "probes": probes }),
+        if self.audit.is_some() {
+            let mut body = serde_json::to_value(&f).unwrap_or_default();
+            if let (Some(evidence), Some(fields)) = (&wire.evidence, body.as_object_mut()) {
+                // What the finding rests on: its raw lines and the probe results.
+                let probes: std::collections::BTreeMap<_, _> = evidence.probes.iter().collect();
+                fields.insert(
+                    "evidence".into(),
+                    serde_json::json!({ "lines": evidence.lines, "probes": probes }),
+                );
+            }
+            self.audit(
+                record(Kind::Finding, now)
+                    .host(&f.host)
+                    .incident(&f.id)
+                    .body(body),
             );
         }
-        self.audit(
-            record(Kind::Finding, now)
-                .host(&f.host)
-                .incident(&f.id)
-                .body(body),
-        );
         self.state.record_finding(&f, now, &self.id);
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
