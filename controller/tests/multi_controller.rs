@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gatemend_proto::v1::{ActionRequest, AgentMessage, Finding, agent_message};
-use gatemend_proto::{Cause, RootCause};
+use gatemend_proto::v1::{ActionRequest, AgentMessage};
 use pg_cluster::PgCluster;
-use support::{Agent, Controller, Launch};
+use support::{Agent, Controller, Launch, fpm_down};
 
 /// Restart php-fpm when it is down, at most two hosts of the fleet at a time. The verify
 /// timeout keeps unanswered actions in flight for the whole test (they expire 30 s after it).
@@ -73,24 +72,6 @@ fn logs(ctls: &[Controller]) -> String {
         .enumerate()
         .map(|(i, c)| format!("--- ctl-{i} ---\n{}", c.log_text()))
         .collect()
-}
-
-/// php-fpm down on `host`: the finding the restart policies match.
-fn fpm_down(host: &str, id: &str, revision: u64) -> agent_message::Body {
-    agent_message::Body::Finding(Finding {
-        id: id.into(),
-        revision,
-        host: host.into(),
-        cause: Cause::UpstreamSocketMissing as i32,
-        root_cause: RootCause::ServiceDown as i32,
-        root_cause_detail: "php8.2-fpm.service is inactive (dead)".into(),
-        upstream: "unix:/run/php/php8.2-fpm.sock".into(),
-        unit: "php8.2-fpm.service".into(),
-        count: revision,
-        first_seen_unix_ms: 1,
-        last_seen_unix_ms: 2,
-        ..Default::default()
-    })
 }
 
 /// A host's stand-in agent and the controller it is connected to.

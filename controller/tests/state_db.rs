@@ -175,6 +175,9 @@ async fn postgres_lost_and_back_reloads_the_whole_state() {
     assert!(db_a.commit(session, &mut a).await.is_err());
     let session = db_a.begin(&mut a).await.unwrap();
     assert!(a.is_busy("web-1"));
-    assert!(!a.is_busy("web-2"), "the failed batch's action is not in flight");
+    assert!(
+        !a.is_busy("web-2"),
+        "the failed batch's action is not in flight"
+    );
     db_a.commit(session, &mut a).await.unwrap();
 }

@@ -346,21 +346,7 @@ impl Agent {
 
     /// Reports php-fpm down on `host` (finding `id`), which the approve-mode policy matches.
     pub async fn report_fpm_down(&self, host: &str, id: &str) {
-        self.send(agent_message::Body::Finding(Finding {
-            id: id.into(),
-            revision: 1,
-            host: host.into(),
-            cause: Cause::UpstreamSocketMissing as i32,
-            root_cause: RootCause::ServiceDown as i32,
-            root_cause_detail: "php8.2-fpm.service is inactive (dead)".into(),
-            upstream: "unix:/run/php/php8.2-fpm.sock".into(),
-            unit: "php8.2-fpm.service".into(),
-            count: 3,
-            first_seen_unix_ms: 1,
-            last_seen_unix_ms: 2,
-            ..Default::default()
-        }))
-        .await;
+        self.send(fpm_down(host, id, 1)).await;
     }
 
     /// The next action request, skipping acks; None when nothing comes within `wait`.
@@ -399,4 +385,23 @@ impl Agent {
         }))
         .await;
     }
+}
+
+/// php-fpm down on `host`: revision `revision` of finding `id`, which the restart policies
+/// match.
+pub fn fpm_down(host: &str, id: &str, revision: u64) -> agent_message::Body {
+    agent_message::Body::Finding(Finding {
+        id: id.into(),
+        revision,
+        host: host.into(),
+        cause: Cause::UpstreamSocketMissing as i32,
+        root_cause: RootCause::ServiceDown as i32,
+        root_cause_detail: "php8.2-fpm.service is inactive (dead)".into(),
+        upstream: "unix:/run/php/php8.2-fpm.sock".into(),
+        unit: "php8.2-fpm.service".into(),
+        count: revision,
+        first_seen_unix_ms: 1,
+        last_seen_unix_ms: 2,
+        ..Default::default()
+    })
 }
