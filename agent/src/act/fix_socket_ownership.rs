@@ -18,9 +18,10 @@ use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, fchmodat, fstat, lsta
 use nix::unistd::{Gid, Uid, fchownat, setfsgid, setfsuid};
 use serde::Serialize;
 
-use super::{ActError, Facts, Recorder, Refusal, Settings, error_chain, refuse};
+use super::{ActError, Facts, Recorder, Refusal, Settings, refuse};
 use crate::probe::php_fpm::Pool;
 use crate::probe::socket::{self, Identity, SocketInfo};
+use gatemend_proto::error_chain;
 
 /// An owner, group and mode, with both names and ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

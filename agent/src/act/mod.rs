@@ -24,6 +24,7 @@ pub mod restart_unit;
 pub mod start_unit;
 mod unit;
 
+use gatemend_proto::error_chain;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -541,18 +542,6 @@ fn describe_facts(kind: ActionKind, facts: &Facts) -> String {
         },
         ActionKind::Escalate | ActionKind::Unspecified => String::new(),
     }
-}
-
-/// An error and its sources on one line, as `main` prints them.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// An [`Outcome`] as the JSON `gatemend-agent act` prints, with the time from the request to

@@ -18,8 +18,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::unit::wait_job;
-use super::{ActError, Facts, Recorder, Refusal, Settings, error_chain};
+use super::{ActError, Facts, Recorder, Refusal, Settings};
 use crate::probe::systemd::Systemd;
+use gatemend_proto::error_chain;
 
 /// How the reload is asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,8 +12,9 @@ use gatemend_proto::v1::ActionRequest;
 use serde::Serialize;
 use zbus::OwnedObjectPath;
 
-use super::{ActError, Facts, Recorder, Refusal, Settings, error_chain, refuse};
+use super::{ActError, Facts, Recorder, Refusal, Settings, refuse};
 use crate::probe::systemd::{ManagerProxy, Systemd, UnitState};
+use gatemend_proto::error_chain;
 
 /// Which manager call queues the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! A probe that fails does not stop the others: its error is kept in [`Probes::errors`] and
 //! shown as evidence, and diagnosis works with what it has.
 
+use gatemend_proto::error_chain;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,11 +116,11 @@ pub async fn take(
             }
             p.nginx = Some(dump.config());
         }
-        Err(e) => p.errors.push(format!("nginx -T: {}", chain(&e))),
+        Err(e) => p.errors.push(format!("nginx -T: {}", error_chain(&e))),
     }
     match php_fpm::read_pools(&sources.root) {
         Ok(pools) => p.pools = pools,
-        Err(e) => p.errors.push(format!("php-fpm pools: {}", chain(&e))),
+        Err(e) => p.errors.push(format!("php-fpm pools: {}", error_chain(&e))),
     }
     read_state(&mut p, sources, systemd).await;
     p
@@ -146,7 +147,7 @@ async fn read_state(p: &mut Probes, sources: &Sources, systemd: Option<&Systemd>
     let proc = sources.proc.clone();
     match tokio::task::spawn_blocking(move || listeners::read(&proc)).await {
         Ok(Ok(listeners)) => p.listeners = listeners,
-        Ok(Err(e)) => p.errors.push(format!("listeners: {}", chain(&e))),
+        Ok(Err(e)) => p.errors.push(format!("listeners: {}", error_chain(&e))),
         Err(e) => p.errors.push(format!("listeners: {e}")),
     }
     let worker = p.worker_user();
@@ -166,7 +167,7 @@ async fn read_state(p: &mut Probes, sources: &Sources, systemd: Option<&Systemd>
             }
             Err(e) => p
                 .errors
-                .push(format!("socket {}: {}", path.display(), chain(&e))),
+                .push(format!("socket {}: {}", path.display(), error_chain(&e))),
         }
     }
     if let Some(systemd) = systemd {
@@ -175,7 +176,7 @@ async fn read_state(p: &mut Probes, sources: &Sources, systemd: Option<&Systemd>
                 Ok(state) => {
                     p.units.insert(unit, state);
                 }
-                Err(e) => p.errors.push(format!("unit {unit}: {}", chain(&e))),
+                Err(e) => p.errors.push(format!("unit {unit}: {}", error_chain(&e))),
             }
         }
     } else {
@@ -223,15 +224,4 @@ async fn accepts(path: &Path) -> bool {
         tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path)).await,
         Ok(Ok(_))
     )
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

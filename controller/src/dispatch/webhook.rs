@@ -5,6 +5,7 @@
 //! retries. The queue is bounded; what does not fit, and what cannot be delivered, is counted
 //! and logged with the whole escalation, so nothing vanishes without a line in the log.
 
+use gatemend_proto::error_chain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -121,15 +122,4 @@ async fn deliver(mut pending: mpsc::Receiver<(String, Escalation)>, stats: Arc<N
             tracing::error!(url = %url, escalation = %escalation.id, host = %escalation.host, why = ?escalation.why, error = %last_error, tries = TRIES, "Escalation not delivered to the webhook.");
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
