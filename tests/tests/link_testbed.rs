@@ -111,10 +111,7 @@ fn boot(count: usize) -> Fleet {
     let spec = HostSpec::default()
         .with_agent()
         .unwrap_or_else(|e| panic!("{e} (run `cargo build --workspace --bins` first)"));
-    match Fleet::boot(count, &spec) {
-        Ok(fleet) => fleet,
-        Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
-    }
+    Fleet::boot_for_test(count, &spec)
 }
 
 /// Copies the CA and the certificate and key issued for `cert_of` into `host`.

@@ -9,10 +9,7 @@ use gatemend_tests::testbed::{Fleet, HostSpec};
 
 #[test]
 fn stopping_php_fpm_is_an_event_for_its_unit_and_not_for_nginx() {
-    let fleet = match Fleet::boot(1, &HostSpec::default()) {
-        Ok(fleet) => fleet,
-        Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
-    };
+    let fleet = Fleet::boot_for_test(1, &HostSpec::default());
     let host = &fleet.hosts()[0];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

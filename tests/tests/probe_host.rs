@@ -11,10 +11,7 @@ use serde_json::{Value, json};
 #[track_caller]
 fn boot() -> Fleet {
     let spec = HostSpec::default().with_agent().unwrap();
-    match Fleet::boot(1, &spec) {
-        Ok(fleet) => fleet,
-        Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
-    }
+    Fleet::boot_for_test(1, &spec)
 }
 
 /// Runs `gatemend-agent probe ARGS...` inside the host: its exit status and stdout.

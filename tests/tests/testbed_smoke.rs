@@ -12,10 +12,7 @@ use gatemend_tests::testbed::{Fleet, HostSpec, http};
 
 #[track_caller]
 fn boot(count: usize) -> Fleet {
-    match Fleet::boot(count, &HostSpec::default()) {
-        Ok(fleet) => fleet,
-        Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
-    }
+    Fleet::boot_for_test(count, &HostSpec::default())
 }
 
 #[test]

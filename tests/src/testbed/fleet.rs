@@ -21,6 +21,16 @@ pub struct Fleet {
 const BOOT_LOCK: &str = "/run/gatemend-testbed/boot.lock";
 
 impl Fleet {
+    /// [`Fleet::boot`] for a test: a testbed that cannot boot fails the test, with the whole
+    /// error chain (a missing tool or root says so; it never skips).
+    #[track_caller]
+    pub fn boot_for_test(count: usize, spec: &HostSpec) -> Self {
+        match Fleet::boot(count, spec) {
+            Ok(fleet) => fleet,
+            Err(e) => panic!("testbed: {:#}", anyhow::Error::from(e)),
+        }
+    }
+
     /// Boots `count` hosts and waits until every one runs. Call it from the thread that keeps
     /// the fleet: the hosts are bound to that thread's life (parent-death signal).
     pub fn boot(count: usize, spec: &HostSpec) -> Result<Self, TestbedError> {
