@@ -313,10 +313,6 @@ impl Stack {
         } else {
             format!("findings-{}.jsonl", controller_id(i))
         };
-        let stderr = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
         let mut command = Command::new(binaries::path("gatemend-controller")?);
         for addr in &listen {
             command.arg("--listen").arg(addr.to_string());
@@ -339,29 +335,9 @@ impl Stack {
             .arg("--policies")
             .arg(&self.spec.policies)
             .args(["--heartbeat-timeout", "10"])
-            .args(&self.spec.controller_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let already = Controller::read(&log).lines().count();
-        let child = command.spawn().context("starting gatemend-controller")?;
-        let controller = Controller {
-            child,
-            log,
-            from_line: already,
-        };
-        for addr in &listen {
-            let want = addr.to_string();
-            controller.wait_for(
-                &format!("controller {} to listen on {addr}", controller_id(i)),
-                Duration::from_secs(30),
-                |l| {
-                    l.says("Listening for agents.")
-                        && l.field("listen").as_deref() == Some(want.as_str())
-                },
-            )?;
-        }
+            .args(&self.spec.controller_args);
+        let controller = Controller::spawn(&mut command, log, &listen)
+            .with_context(|| format!("controller {}", controller_id(i)))?;
         self.controllers[i] = Some(controller);
         Ok(())
     }
@@ -423,6 +399,44 @@ impl Drop for Controller {
 }
 
 impl Controller {
+    /// Starts `command` (a `gatemend-controller` command line) with its log appended to `log`,
+    /// and waits until it listens on every address of `listen`.
+    pub fn spawn(
+        command: &mut Command,
+        log: PathBuf,
+        listen: &[SocketAddr],
+    ) -> anyhow::Result<Controller> {
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let already = Controller::read(&log).lines().count();
+        let child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("starting gatemend-controller")?;
+        let controller = Controller {
+            child,
+            log,
+            from_line: already,
+        };
+        for addr in listen {
+            let want = addr.to_string();
+            controller.wait_for(
+                &format!("the controller to listen on {addr}"),
+                Duration::from_secs(30),
+                |l| {
+                    l.says("Listening for agents.")
+                        && l.field("listen").as_deref() == Some(want.as_str())
+                },
+            )?;
+        }
+        Ok(controller)
+    }
+
     fn read(path: &Path) -> String {
         fs::read_to_string(path).unwrap_or_default()
     }

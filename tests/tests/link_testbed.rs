@@ -8,10 +8,10 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gatemend_tests::stack::{LogLine, free_port, make_pki};
+use gatemend_tests::stack::{Controller, LogLine, free_port, make_pki};
 use gatemend_tests::testbed::{Fleet, Host, HostSpec, binaries, http};
 
 /// Where the agent is inside a host.
@@ -48,61 +48,22 @@ impl Drop for Scratch {
     }
 }
 
-/// The controller process, killed when the test ends however it ends.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Controller {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `matches` holds for some line of the log; returns that line.
-    #[track_caller]
-    fn wait_line(&self, what: &str, matches: impl Fn(&LogLine<'_>) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let log = self.log();
-            if let Some(line) = log.lines().find(|l| matches(&LogLine::new(l))) {
-                return line.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; controller log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until `matches` holds for at least `count` lines of the log.
-    #[track_caller]
-    fn wait_count(&self, what: &str, count: usize, matches: impl Fn(&LogLine<'_>) -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        while self.count(&matches) < count {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; controller log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// How many log lines match.
-    fn count(&self, matches: impl Fn(&LogLine<'_>) -> bool) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| matches(&LogLine::new(l)))
-            .count()
+/// Waits until `matches` holds for at least `count` lines of the controller's log.
+#[track_caller]
+fn wait_count(
+    controller: &Controller,
+    what: &str,
+    count: usize,
+    matches: impl Fn(&LogLine<'_>) -> bool,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    while controller.matching(&matches).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; controller log:\n{}",
+            controller.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -180,32 +141,17 @@ fn agent_journal(host: &Host) -> String {
 }
 
 fn start_controller(scratch: &Path, pki: &Path, listen: &[SocketAddr]) -> Controller {
-    let log = scratch.join("controller.log");
-    let stderr = fs::File::create(&log).unwrap();
     let mut command = Command::new(binaries::path("gatemend-controller").unwrap());
     for addr in listen {
         command.arg("--listen").arg(addr.to_string());
     }
-    let child = command
+    command
         .arg("--tls-dir")
         .arg(pki)
         .arg("--findings-log")
         .arg(scratch.join("findings.jsonl"))
-        .args(["--heartbeat-timeout", "10"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let controller = Controller { child, log };
-    for addr in listen {
-        let want = addr.to_string();
-        controller.wait_line(&format!("the controller to listen on {addr}"), |l| {
-            l.says("Listening for agents.") && l.field("listen").as_deref() == Some(want.as_str())
-        });
-    }
-    controller
+        .args(["--heartbeat-timeout", "10"]);
+    Controller::spawn(&mut command, scratch.join("controller.log"), listen).unwrap()
 }
 
 fn connected(host: &Host) -> impl Fn(&LogLine<'_>) -> bool {
@@ -242,62 +188,77 @@ fn agents_in_two_hosts_reach_the_controller_over_their_veths_with_mutual_tls() {
     }
     // Each host arrives from its own veth address with its own certificate's name.
     for host in fleet.hosts() {
-        let line = controller.wait_line(
-            &format!(
-                "{} to connect from {} (agent journal:\n{})",
-                host.name(),
-                host.host_addr(),
-                agent_journal(host)
-            ),
-            connected(host),
-        );
+        let line = controller
+            .wait_for(
+                &format!(
+                    "{} to connect from {} (agent journal:\n{})",
+                    host.name(),
+                    host.host_addr(),
+                    agent_journal(host)
+                ),
+                DEADLINE,
+                connected(host),
+            )
+            .unwrap();
         eprintln!("{line}");
     }
 
     // An agent stopped by its host's systemd: its stream ends and the controller says so.
     stop_agent(gm_a);
     let a_name = gm_a.name();
-    controller.wait_line(&format!("{a_name} to go offline"), |l| {
-        l.says("Agent offline.") && l.field("host").as_deref() == Some(a_name.as_str())
-    });
+    controller
+        .wait_for(&format!("{a_name} to go offline"), DEADLINE, |l| {
+            l.says("Agent offline.") && l.field("host").as_deref() == Some(a_name.as_str())
+        })
+        .unwrap();
 
     // gm_b's agent with gm_a's certificate, over gm_b's own veth: the handshake succeeds (the
     // certificate is the CA's), but the Hello for gm_b is refused for gm_a's certificate.
     stop_agent(gm_b);
     let b_name = gm_b.name();
-    controller.wait_line(&format!("{b_name} to go offline"), |l| {
-        l.says("Agent offline.") && l.field("host").as_deref() == Some(b_name.as_str())
-    });
+    controller
+        .wait_for(&format!("{b_name} to go offline"), DEADLINE, |l| {
+            l.says("Agent offline.") && l.field("host").as_deref() == Some(b_name.as_str())
+        })
+        .unwrap();
     install_cert(gm_b, &pki, &a_name);
     write_config(gm_b, port, &a_name);
     start_agent(gm_b);
     let b_veth = gm_b.host_addr();
-    let refused = controller.wait_line(
-        &format!("{b_name}'s stream with {a_name}'s certificate to be refused"),
-        |l| {
-            l.says("Refused an agent stream.")
-                && l.peer_ip() == Some(b_veth)
-                && l.field("code").as_deref() == Some("PermissionDenied")
-        },
-    );
+    let refused = controller
+        .wait_for(
+            &format!("{b_name}'s stream with {a_name}'s certificate to be refused"),
+            DEADLINE,
+            |l| {
+                l.says("Refused an agent stream.")
+                    && l.peer_ip() == Some(b_veth)
+                    && l.field("code").as_deref() == Some("PermissionDenied")
+            },
+        )
+        .unwrap();
     assert!(
         refused.contains(&format!("`{b_name}` does not match the client certificate")),
         "{refused}"
     );
     eprintln!("{refused}");
     // The agent keeps retrying with backoff; none of its attempts is let in.
-    controller.wait_count(&format!("{b_name} to be refused again"), 2, |l| {
-        l.says("Refused an agent stream.") && l.peer_ip() == Some(b_veth)
-    });
+    wait_count(
+        &controller,
+        &format!("{b_name} to be refused again"),
+        2,
+        |l| l.says("Refused an agent stream.") && l.peer_ip() == Some(b_veth),
+    );
     stop_agent(gm_b);
     assert_eq!(
-        controller.count(connected(gm_b)),
+        controller.matching(connected(gm_b)).len(),
         1,
         "{b_name} connected with {a_name}'s certificate:\n{}",
         controller.log()
     );
     assert_eq!(
-        controller.count(|l| l.says("Agent connected.") && l.peer_ip() == Some(b_veth)),
+        controller
+            .matching(|l| l.says("Agent connected.") && l.peer_ip() == Some(b_veth))
+            .len(),
         1,
         "a stream from {b_veth} was let in as another host:\n{}",
         controller.log()
@@ -321,7 +282,13 @@ fn a_502_inside_a_host_reaches_the_controllers_findings_log_with_its_access_log_
     install_cert(host, &pki, &host.name());
     write_config(host, port, &host.name());
     start_agent(host);
-    controller.wait_line(&format!("{} to connect", host.name()), connected(host));
+    controller
+        .wait_for(
+            &format!("{} to connect", host.name()),
+            DEADLINE,
+            connected(host),
+        )
+        .unwrap();
 
     host.exec(&["systemctl", "stop", "php8.2-fpm.service"])
         .unwrap();
