@@ -17,9 +17,8 @@ use nix::unistd::Pid;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::unit::wait_job;
 use super::{ActError, Facts, Recorder, Refusal, Settings};
-use crate::probe::systemd::Systemd;
+use crate::probe::systemd::{JobCall, Systemd};
 use gatemend_proto::error_chain;
 
 /// How the reload is asked for.
@@ -247,34 +246,20 @@ async fn config_test(plan: &ReloadPlan) -> Result<(bool, String), ActError> {
 async fn reload(plan: &ReloadPlan, master: u32) -> Result<String, ActError> {
     match &plan.via {
         ReloadVia::Systemd { unit } => {
-            let dbus = |call: String| move |source| ActError::Dbus { call, source };
             let systemd = Systemd::system().await?;
-            let manager = systemd.manager().await?;
-            manager
-                .subscribe()
-                .await
-                .map_err(dbus("Subscribe()".into()))?;
-            let mut removed = manager
-                .receive_job_removed()
-                .await
-                .map_err(dbus("AddMatch(JobRemoved)".into()))?;
-            let job = manager
-                .reload_unit(unit, "replace")
-                .await
-                .map_err(dbus(format!("ReloadUnit({unit}, replace)")))?;
-            let result = wait_job(&mut removed, &job).await?;
-            let text = format!(
-                "Subscribe() -> ok\nReloadUnit(\"{unit}\", \"replace\") -> {}\nJobRemoved({}) result={result}",
-                job.as_str(),
-                job.as_str()
-            );
-            if result == "done" {
+            let mut lines = Vec::new();
+            let run = systemd
+                .run_job(unit, JobCall::Reload, &mut |line| lines.push(line))
+                .await?;
+            let text = lines.join("\n");
+            if run.done() {
                 Ok(text)
             } else {
                 Err(ActError::Dbus {
                     call: format!("ReloadUnit({unit}, replace)"),
                     source: zbus::Error::Failure(format!(
-                        "{text}\nthe reload job ended with {result}"
+                        "{text}\nthe reload job ended with {}",
+                        run.result
                     )),
                 })
             }

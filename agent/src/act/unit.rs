@@ -6,14 +6,12 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use gatemend_proto::ActionStatus;
 use gatemend_proto::v1::ActionRequest;
 use serde::Serialize;
-use zbus::OwnedObjectPath;
 
 use super::{ActError, Facts, Recorder, Refusal, Settings, refuse};
-use crate::probe::systemd::{ManagerProxy, Systemd, UnitState};
+use crate::probe::systemd::{JobCall, Systemd, UnitState};
 use gatemend_proto::error_chain;
 
 /// Which manager call queues the job.
@@ -24,11 +22,15 @@ pub(super) enum Verb {
 }
 
 impl Verb {
-    fn call(self) -> &'static str {
+    fn job_call(self) -> JobCall {
         match self {
-            Verb::Restart => "RestartUnit",
-            Verb::Start => "StartUnit",
+            Verb::Restart => JobCall::Restart,
+            Verb::Start => JobCall::Start,
         }
+    }
+
+    fn call(self) -> &'static str {
+        self.job_call().method()
     }
 }
 
@@ -273,33 +275,11 @@ async fn run_job(
     verb: Verb,
     log: &mut Log<'_>,
 ) -> Result<bool, ActError> {
-    let manager = systemd.manager().await?;
-    let dbus = |call: String| move |source| ActError::Dbus { call, source };
-    // The stream's match rule is in place before the job exists, so its JobRemoved cannot be
-    // missed however fast systemd is.
-    manager
-        .subscribe()
-        .await
-        .map_err(dbus("Subscribe()".into()))?;
-    let mut removed = manager
-        .receive_job_removed()
-        .await
-        .map_err(dbus("AddMatch(JobRemoved)".into()))?;
-    log.push("Subscribe() -> ok; listening for JobRemoved".into());
+    let mut note = |line: String| log.push(line);
+    let mut jobs = systemd.watch_jobs(&mut note).await?;
     let invocation = systemd.invocation_id(unit).await?;
-    let job = match verb {
-        Verb::Restart => manager.restart_unit(unit, "replace").await,
-        Verb::Start => manager.start_unit(unit, "replace").await,
-    }
-    .map_err(dbus(format!("{}({unit}, replace)", verb.call())))?;
-    log.push(format!(
-        "{}(\"{unit}\", \"replace\") -> {}",
-        verb.call(),
-        job.as_str()
-    ));
-    let result = wait_job(&mut removed, &job).await?;
-    log.push(format!("JobRemoved({}) result={result}", job.as_str()));
-    if result == "done" {
+    let run = jobs.run(unit, verb.job_call(), &mut note).await?;
+    if run.done() {
         return Ok(true);
     }
     let state = systemd.unit_state(unit).await?;
@@ -307,56 +287,16 @@ async fn run_job(
     // a failure it keeps the old Result. A failed start job that left the InvocationID as it
     // was never ran the unit: systemd refused it up front, which is the start limit.
     let limit_hit = state.result.as_deref() == Some("start-limit-hit")
-        || (result == "failed" && systemd.invocation_id(unit).await? == invocation);
+        || (run.result == "failed" && systemd.invocation_id(unit).await? == invocation);
     if !limit_hit {
         return Ok(false);
     }
-    reset_and_start(&manager, &mut removed, unit, log).await
-}
-
-/// The start limit was hit: clear it and start once. No loop: a unit that fails again is
-/// reported failed.
-async fn reset_and_start(
-    manager: &ManagerProxy<'static>,
-    removed: &mut crate::probe::systemd::JobRemovedStream,
-    unit: &str,
-    log: &mut Log<'_>,
-) -> Result<bool, ActError> {
-    let dbus = |call: String| move |source| ActError::Dbus { call, source };
-    manager
-        .reset_failed_unit(unit)
-        .await
-        .map_err(dbus(format!("ResetFailedUnit({unit})")))?;
-    log.push(format!(
+    // Clear it and start once. No loop: a unit that fails again is reported failed.
+    jobs.reset_failed(unit).await?;
+    note(format!(
         "start-limit-hit (the job failed without running the unit): ResetFailedUnit(\"{unit}\") -> ok"
     ));
-    let job = manager
-        .start_unit(unit, "replace")
-        .await
-        .map_err(dbus(format!("StartUnit({unit}, replace)")))?;
-    log.push(format!(
-        "StartUnit(\"{unit}\", \"replace\") -> {}",
-        job.as_str()
-    ));
-    let result = wait_job(removed, &job).await?;
-    log.push(format!("JobRemoved({}) result={result}", job.as_str()));
-    Ok(result == "done")
-}
-
-/// The result of `job` from its JobRemoved signal. The deadline around the action bounds it.
-pub(super) async fn wait_job(
-    removed: &mut crate::probe::systemd::JobRemovedStream,
-    job: &OwnedObjectPath,
-) -> Result<String, ActError> {
-    while let Some(signal) = removed.next().await {
-        let Ok(args) = signal.args() else { continue };
-        if args.job == *job {
-            return Ok(args.result);
-        }
-    }
-    Err(ActError::SignalStreamEnded {
-        job: job.as_str().to_owned(),
-    })
+    Ok(jobs.run(unit, JobCall::Start, &mut note).await?.done())
 }
 
 /// ActiveState=active and every upstream accepts, within the verify timeout.

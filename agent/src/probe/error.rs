@@ -13,6 +13,12 @@ pub enum ProbeError {
         #[source]
         source: zbus::Error,
     },
+    /// systemd's signal stream ended before the job waited for was removed.
+    #[error("the JobRemoved stream ended before job {job} finished")]
+    SignalStreamEnded {
+        /// The job's object path.
+        job: String,
+    },
     /// A file the probe reads could not be read.
     #[error("cannot read {}", path.display())]
     Read {

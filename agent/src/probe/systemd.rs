@@ -4,6 +4,7 @@
 //! runs on, or to any bus address (the testbed reaches a host's bus through
 //! `/proc/PID/root/run/dbus/system_bus_socket`).
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use zbus::{Connection, OwnedObjectPath, proxy};
 
@@ -239,6 +240,146 @@ impl Systemd {
             );
         }
         Ok(state)
+    }
+}
+
+/// A manager call that queues a job on a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCall {
+    /// `RestartUnit(unit, "replace")`.
+    Restart,
+    /// `StartUnit(unit, "replace")`.
+    Start,
+    /// `ReloadUnit(unit, "replace")`.
+    Reload,
+}
+
+impl JobCall {
+    /// The manager method's name, as steps and errors show it.
+    pub fn method(self) -> &'static str {
+        match self {
+            JobCall::Restart => "RestartUnit",
+            JobCall::Start => "StartUnit",
+            JobCall::Reload => "ReloadUnit",
+        }
+    }
+}
+
+/// A job that ran to its JobRemoved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    /// The job's object path, e.g. `/org/freedesktop/systemd1/job/1234`.
+    pub job: String,
+    /// JobRemoved's result: `done`, `canceled`, `timeout`, `failed`, `dependency` or `skipped`.
+    pub result: String,
+}
+
+impl JobRun {
+    /// Whether the job did what it was queued for.
+    pub fn done(&self) -> bool {
+        self.result == "done"
+    }
+}
+
+/// Jobs queued on one subscription to JobRemoved, so that every job's signal is matched before
+/// the job exists. Several jobs may run on one watch (a start after a reset of the start
+/// limit); systemd refuses a second `Subscribe()` from the same client on some versions.
+#[derive(Debug)]
+pub struct JobWatch {
+    manager: ManagerProxy<'static>,
+    removed: JobRemovedStream,
+}
+
+impl Systemd {
+    /// `Subscribe()` and a match rule for JobRemoved, before any job is queued: systemd emits
+    /// job signals only to subscribed clients, and a job may end before its call returns.
+    /// `note` is told each step as it happens, so a deadline that cuts this short still has
+    /// them.
+    pub async fn watch_jobs(
+        &self,
+        note: &mut (dyn FnMut(String) + Send),
+    ) -> Result<JobWatch, ProbeError> {
+        let manager = self.manager().await?;
+        manager
+            .subscribe()
+            .await
+            .map_err(|source| ProbeError::Dbus {
+                call: "Subscribe()".into(),
+                source,
+            })?;
+        let removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(|source| ProbeError::Dbus {
+                call: "AddMatch(JobRemoved)".into(),
+                source,
+            })?;
+        note("Subscribe() -> ok; listening for JobRemoved".into());
+        Ok(JobWatch { manager, removed })
+    }
+
+    /// Subscribes, queues `call` on `unit` in mode `replace`, and waits for that job's
+    /// JobRemoved. The action's deadline bounds the wait. `note` is told each step as it
+    /// happens.
+    pub async fn run_job(
+        &self,
+        unit: &str,
+        call: JobCall,
+        note: &mut (dyn FnMut(String) + Send),
+    ) -> Result<JobRun, ProbeError> {
+        self.watch_jobs(note).await?.run(unit, call, note).await
+    }
+}
+
+impl JobWatch {
+    /// Queues `call` on `unit` in mode `replace` and waits for that job's JobRemoved.
+    pub async fn run(
+        &mut self,
+        unit: &str,
+        call: JobCall,
+        note: &mut (dyn FnMut(String) + Send),
+    ) -> Result<JobRun, ProbeError> {
+        let method = call.method();
+        let job = match call {
+            JobCall::Restart => self.manager.restart_unit(unit, "replace").await,
+            JobCall::Start => self.manager.start_unit(unit, "replace").await,
+            JobCall::Reload => self.manager.reload_unit(unit, "replace").await,
+        }
+        .map_err(|source| ProbeError::Dbus {
+            call: format!("{method}({unit}, replace)"),
+            source,
+        })?;
+        note(format!(
+            "{method}(\"{unit}\", \"replace\") -> {}",
+            job.as_str()
+        ));
+        let result = self.wait(&job).await?;
+        note(format!("JobRemoved({}) result={result}", job.as_str()));
+        Ok(JobRun {
+            job: job.as_str().to_owned(),
+            result,
+        })
+    }
+
+    /// `ResetFailedUnit(unit)`: clears the failed state and the start-limit counter.
+    pub async fn reset_failed(&self, unit: &str) -> Result<(), ProbeError> {
+        self.manager
+            .reset_failed_unit(unit)
+            .await
+            .map_err(|e| dbus(unit, "ResetFailedUnit", e))
+    }
+
+    /// The result of `job` from its JobRemoved signal; other jobs' signals are skipped.
+    async fn wait(&mut self, job: &OwnedObjectPath) -> Result<String, ProbeError> {
+        while let Some(signal) = self.removed.next().await {
+            let Ok(args) = signal.args() else { continue };
+            if args.job == *job {
+                return Ok(args.result);
+            }
+        }
+        Err(ProbeError::SignalStreamEnded {
+            job: job.as_str().to_owned(),
+        })
     }
 }
 
