@@ -102,12 +102,69 @@ pub struct ActionsConfig {
     /// The user nginx's workers run as: the one that must be able to connect to a socket.
     #[serde(default = "default_worker_user")]
     pub worker_user: String,
-    /// The deadline of an action whose request carries none, in milliseconds.
+    /// The deadline of an action whose request carries none, in milliseconds: the one
+    /// default, used by the link's timer and by the actions alike.
     #[serde(default = "default_action_deadline_ms")]
     pub default_deadline_ms: u64,
+    /// The longest deadline a request may ask for, in milliseconds; a longer one is clamped
+    /// to this (and logged). An action holds its unit's lock until it ends, so a `u32`
+    /// deadline of up to 49 days must not be taken at its word.
+    #[serde(default = "default_max_deadline_ms")]
+    pub max_deadline_ms: u64,
     /// How long verification waits when the request says nothing, in milliseconds.
     #[serde(default = "default_verify_timeout_ms")]
     pub default_verify_timeout_ms: u64,
+    /// What fix_socket_ownership may set besides the pool's own values.
+    #[serde(default)]
+    pub socket_ownership: SocketOwnershipConfig,
+}
+
+/// fix_socket_ownership sets a socket to its pool's `listen.owner`, `listen.group` and
+/// `listen.mode` (php-fpm's defaults when unset: the pool's `user` and `group`, `0660`). A
+/// request asking for other values is refused unless this host lists them here: the
+/// controller must not be able to widen who may speak FastCGI to php-fpm.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketOwnershipConfig {
+    /// Owners a request may ask for besides the pool's.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Groups a request may ask for besides the pool's.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Modes (octal text, `0660`) a request may ask for besides the pool's.
+    #[serde(default)]
+    pub modes: Vec<String>,
+    /// Whether a socket may get any permission bit for others (`0o007`), from the pool or a
+    /// request. Off: a pool saying `listen.mode = 0666` is refused, since every local user
+    /// could then run code as the pool's user.
+    #[serde(default)]
+    pub allow_others: bool,
+}
+
+/// The deadline an action runs under, and whether the request's was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub duration: Duration,
+    /// The request's deadline in milliseconds, when it was longer than `max_deadline_ms`.
+    pub clamped_from_ms: Option<u64>,
+}
+
+impl ActionsConfig {
+    /// The deadline of a request asking for `requested_ms` (0: none): `default_deadline_ms`,
+    /// or the request's, at most `max_deadline_ms`.
+    pub fn deadline(&self, requested_ms: u32) -> Deadline {
+        let max = self.max_deadline_ms.max(1);
+        let (ms, clamped_from_ms) = match u64::from(requested_ms) {
+            0 => (self.default_deadline_ms.min(max), None),
+            ms if ms > max => (max, Some(ms)),
+            ms => (ms, None),
+        };
+        Deadline {
+            duration: Duration::from_millis(ms),
+            clamped_from_ms,
+        }
+    }
 }
 
 impl Default for ActionsConfig {
@@ -122,7 +179,9 @@ impl Default for ActionsConfig {
             nginx_check_addr: default_nginx_check_addr(),
             worker_user: default_worker_user(),
             default_deadline_ms: default_action_deadline_ms(),
+            max_deadline_ms: default_max_deadline_ms(),
             default_verify_timeout_ms: default_verify_timeout_ms(),
+            socket_ownership: SocketOwnershipConfig::default(),
         }
     }
 }
@@ -153,6 +212,9 @@ fn default_worker_user() -> String {
 }
 fn default_action_deadline_ms() -> u64 {
     60_000
+}
+fn default_max_deadline_ms() -> u64 {
+    600_000
 }
 fn default_verify_timeout_ms() -> u64 {
     10_000
@@ -366,6 +428,40 @@ fn validate_actions(actions: &ActionsConfig) -> Vec<String> {
             "actions.default_deadline_ms, default_verify_timeout_ms: must be at least 1".into(),
         );
     }
+    if actions.max_deadline_ms < actions.default_deadline_ms {
+        problems.push(format!(
+            "actions.max_deadline_ms: must be at least default_deadline_ms ({}), got {}",
+            actions.default_deadline_ms, actions.max_deadline_ms
+        ));
+    }
+    if actions.max_deadline_ms > u64::from(u32::MAX) {
+        problems.push(format!(
+            "actions.max_deadline_ms: must be at most {} (a request's deadline is a u32), got {}",
+            u32::MAX,
+            actions.max_deadline_ms
+        ));
+    }
+    let sockets = &actions.socket_ownership;
+    for (i, mode) in sockets.modes.iter().enumerate() {
+        match crate::act::fix_socket_ownership::parse_mode(mode) {
+            Err(refusal) => {
+                problems.push(format!("actions.socket_ownership.modes[{i}]: {refusal}"));
+            }
+            Ok(bits) if bits & 0o007 != 0 && !sockets.allow_others => problems.push(format!(
+                "actions.socket_ownership.modes[{i}]: `{mode}` gives others access; set allow_others: true to allow it"
+            )),
+            Ok(_) => {}
+        }
+    }
+    for (field, names) in [("owners", &sockets.owners), ("groups", &sockets.groups)] {
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
+                problems.push(format!(
+                    "actions.socket_ownership.{field}[{i}]: `{name}` is not a user or group name"
+                ));
+            }
+        }
+    }
     if actions.worker_user.is_empty() {
         problems.push("actions.worker_user: must name a user".into());
     }
@@ -415,5 +511,54 @@ mod tests {
         assert!(err.contains("must start with https://"), "{err}");
         assert!(err.contains("controller.tls: required"), "{err}");
         assert!(err.contains("outbox.max_messages"), "{err}");
+    }
+
+    #[test]
+    fn one_default_deadline_and_a_maximum_for_what_requests_ask() {
+        let actions = ActionsConfig::default();
+        assert_eq!(actions.deadline(0).duration, Duration::from_secs(60));
+        assert_eq!(actions.deadline(0).clamped_from_ms, None);
+        let asked = actions.deadline(u32::MAX);
+        assert_eq!(asked.duration, Duration::from_secs(600));
+        assert_eq!(asked.clamped_from_ms, Some(u64::from(u32::MAX)));
+        let (_dir, path) = write(
+            "host: web1\ncontroller:\n  endpoints: [\"http://127.0.0.1:7443\"]\n  insecure: true\n\
+             outbox: {dir: /tmp/o}\nstate_dir: /tmp/s\n\
+             actions: {default_deadline_ms: 90000, max_deadline_ms: 30000}\n",
+        );
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "actions.max_deadline_ms: must be at least default_deadline_ms (90000), got 30000"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn socket_values_beyond_the_pools_are_checked_and_others_bits_need_allow_others() {
+        let yaml = |socket: &str| {
+            format!(
+                "host: web1\ncontroller:\n  endpoints: [\"http://127.0.0.1:7443\"]\n  insecure: true\n\
+                 outbox: {{dir: /tmp/o}}\nstate_dir: /tmp/s\nactions:\n  socket_ownership: {socket}\n"
+            )
+        };
+        let (_dir, path) = write(&yaml(
+            "{owners: [\"a b\"], modes: [\"0666\", \"0999\", \"0640\"]}",
+        ));
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("socket_ownership.owners[0]: `a b`"), "{err}");
+        assert!(
+            err.contains("modes[0]: `0666` gives others access"),
+            "{err}"
+        );
+        assert!(
+            err.contains("modes[1]: mode `0999` is not an octal mode"),
+            "{err}"
+        );
+        assert!(!err.contains("modes[2]"), "{err}");
+        let (_dir, path) = write(&yaml("{modes: [\"0666\"], allow_others: true}"));
+        let config = load(&path).unwrap();
+        assert!(config.actions.socket_ownership.allow_others);
     }
 }

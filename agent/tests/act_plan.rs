@@ -303,21 +303,138 @@ fn socket_plan_takes_the_pools_values_and_shows_old_and_new() {
 }
 
 #[test]
-fn a_request_that_disagrees_with_the_pool_says_the_pool_file_makes_it_last() {
+fn values_the_hosts_config_allows_are_applied_and_the_result_says_the_pool_makes_it_last() {
     let mut req = socket_request("/run/php/php8.2-fpm.sock");
-    req.mode = "0666".into();
-    let Plan::FixSocketOwnership(socket) = act::plan(&req, &settings(), &socket_facts()).unwrap()
+    req.mode = "0600".into();
+    let mut settings = settings();
+    settings.actions.socket_ownership.modes = vec!["0600".into()];
+    let Plan::FixSocketOwnership(socket) = act::plan(&req, &settings, &socket_facts()).unwrap()
     else {
         panic!()
     };
-    assert_eq!(socket.to.mode, 0o666);
-    assert_eq!(socket.source, "the request");
+    assert_eq!(socket.to.mode, 0o600);
+    assert!(
+        socket.source.starts_with("the request"),
+        "{}",
+        socket.source
+    );
     let note = socket.lasting_note.unwrap();
     assert!(note.contains("/etc/php/8.2/fpm/pool.d/www.conf"), "{note}");
     assert!(
         note.contains("the pool file is what makes this fix last"),
         "{note}"
     );
+}
+
+#[test]
+fn a_request_repeating_the_pools_values_is_the_pools_plan() {
+    let mut req = socket_request("/run/php/php8.2-fpm.sock");
+    req.owner = "www-data".into();
+    req.group = "www-data".into();
+    req.mode = "660".into();
+    let Plan::FixSocketOwnership(socket) = act::plan(&req, &settings(), &socket_facts()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (socket.to.uid, socket.to.gid, socket.to.mode),
+        (33, 33, 0o660)
+    );
+    assert!(socket.source.contains("pool [www]"), "{}", socket.source);
+}
+
+/// What a controller (or whoever holds its key) might ask to widen a socket: each is refused
+/// by a host whose config allows nothing beyond the pool's values.
+#[test]
+fn a_controller_cannot_widen_a_sockets_permissions() {
+    let path = "/run/php/php8.2-fpm.sock";
+    let asks: [(&str, &str, &str, &str); 6] = [
+        ("", "", "0777", "mode 0777"),
+        ("", "", "0666", "mode 0666"),
+        ("", "", "0662", "mode 0662"),
+        ("root", "", "", "owner `root`"),
+        ("", "root", "", "group `root`"),
+        ("", "", "0600", "mode 0600"),
+    ];
+    for (owner, group, mode, named) in asks {
+        let mut req = socket_request(path);
+        req.owner = owner.into();
+        req.group = group.into();
+        req.mode = mode.into();
+        let why = refusal(&req, &socket_facts());
+        assert!(why.contains(named), "{owner}:{group} {mode}: {why}");
+        assert!(
+            why.contains("does not allow"),
+            "{owner}:{group} {mode}: {why}"
+        );
+    }
+}
+
+#[test]
+fn others_bits_are_never_set_unless_the_config_says_so() {
+    // Listed in the config, but without allow_others: still refused.
+    let mut settings = settings();
+    settings.actions.socket_ownership.modes = vec!["0666".into()];
+    let mut req = socket_request("/run/php/php8.2-fpm.sock");
+    req.mode = "0666".into();
+    let why = act::plan(&req, &settings, &socket_facts()).unwrap_err().0;
+    assert!(why.contains("every local user"), "{why}");
+    assert!(why.contains("allow_others"), "{why}");
+
+    // A pool that itself says 0666: refused, and the pool file is named as what must change.
+    let mut facts = socket_facts();
+    facts.pools = parse_pools(
+        Path::new("/etc/php/8.2/fpm/pool.d/www.conf"),
+        &format!("{WWW_POOL}listen.mode = 0666\n"),
+    );
+    let why = refusal(&socket_request("/run/php/php8.2-fpm.sock"), &facts);
+    assert!(why.contains("mode 0666"), "{why}");
+    assert!(
+        why.contains("www.conf (listen.mode) is what must change"),
+        "{why}"
+    );
+
+    // The host says so: allowed.
+    settings.actions.socket_ownership.allow_others = true;
+    let Plan::FixSocketOwnership(socket) = act::plan(&req, &settings, &socket_facts()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(socket.to.mode, 0o666);
+}
+
+#[test]
+fn the_pools_defaults_are_php_fpms_user_group_and_0660() {
+    // No listen.owner/group/mode: php-fpm uses the pool's user and group, and 0660.
+    let mut facts = socket_facts();
+    facts.pools = parse_pools(
+        Path::new("/etc/php/8.2/fpm/pool.d/www.conf"),
+        "[www]\nuser = www-data\ngroup = www-data\nlisten = /run/php/php8.2-fpm.sock\n",
+    );
+    let Plan::FixSocketOwnership(socket) = act::plan(
+        &socket_request("/run/php/php8.2-fpm.sock"),
+        &settings(),
+        &facts,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            socket.to.owner.as_str(),
+            socket.to.group.as_str(),
+            socket.to.mode
+        ),
+        ("www-data", "www-data", 0o660)
+    );
+
+    // A pool naming no user at all gives nothing to set.
+    facts.pools = parse_pools(
+        Path::new("/etc/php/8.2/fpm/pool.d/www.conf"),
+        "[www]\nlisten = /run/php/php8.2-fpm.sock\n",
+    );
+    let why = refusal(&socket_request("/run/php/php8.2-fpm.sock"), &facts);
+    assert!(why.contains("no owner to set"), "{why}");
 }
 
 #[test]
@@ -362,7 +479,12 @@ fn links_files_missing_paths_and_links_above_are_refused() {
 fn unknown_owners_bad_modes_and_no_pool_are_refused() {
     let mut req = socket_request("/run/php/php8.2-fpm.sock");
     req.owner = "nobody-here".into();
-    assert!(refusal(&req, &socket_facts()).contains("no user `nobody-here`"));
+    assert!(refusal(&req, &socket_facts()).contains("does not allow `nobody-here`"));
+    // Even a name the host's config lists must exist.
+    let mut settings = settings();
+    settings.actions.socket_ownership.owners = vec!["nobody-here".into()];
+    let why = act::plan(&req, &settings, &socket_facts()).unwrap_err().0;
+    assert!(why.contains("no user `nobody-here`"), "{why}");
 
     let mut req = socket_request("/run/php/php8.2-fpm.sock");
     req.mode = "4770".into();
@@ -466,4 +588,109 @@ fn listen_values_become_what_to_connect_to() {
     for junk in ["", "db.example:9000", "x", ":", "99999", "\u{0}"] {
         assert_eq!(parse_listen(junk), None, "{junk:?}");
     }
+}
+
+/// restart_unit and start_unit connect to their socket_path as root to verify: the path gets
+/// the same rules as a socket to fix.
+#[test]
+fn a_restart_or_start_socket_path_must_be_plain_and_allow_listed() {
+    let s = settings();
+    for kind in [ActionKind::RestartUnit, ActionKind::StartUnit] {
+        let with = |path: &str| ActionRequest {
+            socket_path: path.into(),
+            ..unit_request(kind, "php8.2-fpm.service")
+        };
+        assert_eq!(admit(&with(""), &s), Ok(kind), "no socket: a TCP upstream");
+        assert_eq!(admit(&with("/run/php/php8.2-fpm.sock"), &s), Ok(kind));
+        for (path, why) in [
+            (
+                "/run/dbus/system_bus_socket",
+                "not in this host's allow-list",
+            ),
+            ("/var/run/docker.sock", "not in this host's allow-list"),
+            (
+                "/run/php/../dbus/system_bus_socket",
+                "not a plain absolute path",
+            ),
+            ("/run/php/../../run/php/x.sock", "not a plain absolute path"),
+            ("/run/php/./x.sock", "not a plain absolute path"),
+            ("run/php/x.sock", "not a plain absolute path"),
+            ("/run/php//x.sock", "not a plain absolute path"),
+            ("/run/php/x.sock\0", "not a plain absolute path"),
+        ] {
+            let refused = admit(&with(path), &s).expect_err(path).0;
+            assert!(refused.contains(why), "{kind} {path:?}: {refused}");
+        }
+    }
+}
+
+#[test]
+fn a_sighup_goes_only_to_a_process_that_runs_the_nginx_binary() {
+    use gatemend_agent::act::reload_nginx::is_nginx;
+    let binaries = [PathBuf::from("/usr/sbin/nginx")];
+    let exe = |p: &str| Some(PathBuf::from(p));
+    assert_eq!(
+        is_nginx(
+            exe("/usr/sbin/nginx").as_deref(),
+            Some("nginx\n"),
+            &binaries
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        is_nginx(exe("/usr/sbin/nginx (deleted)").as_deref(), None, &binaries),
+        Ok(()),
+        "a binary upgraded under a running master"
+    );
+    // A stale pid file whose pid now belongs to something else, even one named nginx.
+    for (path, comm) in [
+        ("/usr/sbin/sshd", "sshd"),
+        ("/usr/bin/python3.11", "nginx"),
+        ("/tmp/nginx", "nginx"),
+        ("/usr/sbin/nginx-debug", "nginx-debug"),
+    ] {
+        let why = is_nginx(exe(path).as_deref(), Some(comm), &binaries).unwrap_err();
+        assert!(why.contains("not /usr/sbin/nginx"), "{path}: {why}");
+    }
+    // Without a readable executable, the command name decides; no /proc entry: refused.
+    assert_eq!(is_nginx(None, Some("nginx\n"), &binaries), Ok(()));
+    assert!(is_nginx(None, Some("bash"), &binaries).is_err());
+    assert!(is_nginx(None, None, &binaries).is_err());
+    assert!(is_nginx(exe("/usr/sbin/nginx").as_deref(), None, &[]).is_err());
+}
+
+#[test]
+fn the_signal_plan_says_the_process_is_checked_first() {
+    let plan = act::plan(
+        &request(ActionKind::ReloadNginx),
+        &settings(),
+        &Facts::default(),
+    )
+    .unwrap();
+    let lines = plan.lines().join("\n");
+    assert!(
+        lines.contains("once /proc shows it runs /usr/sbin/nginx"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn a_deadline_is_the_requests_or_the_default_and_never_above_the_maximum() {
+    let s = settings();
+    let with = |ms: u32| ActionRequest {
+        deadline_ms: ms,
+        ..request(ActionKind::Escalate)
+    };
+    let d = s.deadline(&with(0));
+    assert_eq!((d.duration.as_millis(), d.clamped_from_ms), (60_000, None));
+    let d = s.deadline(&with(50_000));
+    assert_eq!((d.duration.as_millis(), d.clamped_from_ms), (50_000, None));
+    // 49 days of holding a unit's lock, asked by a u32: cut to 10 minutes.
+    let d = s.deadline(&with(u32::MAX));
+    assert_eq!(
+        (d.duration.as_millis(), d.clamped_from_ms),
+        (600_000, Some(u64::from(u32::MAX)))
+    );
+    let d = s.deadline(&with(600_001));
+    assert_eq!(d.duration.as_millis(), 600_000);
 }

@@ -46,4 +46,12 @@ pub enum ActError {
         #[source]
         source: std::io::Error,
     },
+    /// The pid file names a process that is not nginx (a stale pid file, a reused pid): no
+    /// signal is sent to it.
+    #[error("pid {pid} from {} is not nginx: {why}", pid_file.display())]
+    NotNginx {
+        pid: u32,
+        pid_file: PathBuf,
+        why: String,
+    },
 }

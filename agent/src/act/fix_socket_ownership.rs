@@ -1,5 +1,12 @@
 //! fix_socket_ownership: chown/chmod a php-fpm socket to the pool's `listen.owner`,
-//! `listen.group` and `listen.mode` (or the request's), so nginx's workers may connect again.
+//! `listen.group` and `listen.mode`, so nginx's workers may connect again.
+//!
+//! The values are the pool's (php-fpm's defaults when unset: the pool's `user` and `group`,
+//! mode `0660`). A request may name values only to repeat the pool's or to pick ones this
+//! host's config lists (`actions.socket_ownership`); anything else is refused, and no mode bit
+//! for others is ever set unless that config says `allow_others`. So a controller cannot make
+//! a socket 0777 or hand it to another user: who may speak FastCGI to php-fpm (and so run code
+//! as the pool's user) is the host's decision.
 //!
 //! The path is never followed: it is `lstat`ed, refused unless it is a socket at its own
 //! canonical path (no link anywhere in it), opened `O_PATH|O_NOFOLLOW` and checked to be the
@@ -99,7 +106,8 @@ pub fn pool_for<'a>(pools: &'a [Pool], path: &str) -> Option<&'a Pool> {
     pools.iter().find(|p| p.socket_path() == Some(path))
 }
 
-/// The owner and group names the request asks for, else the pool's.
+/// The owner and group names the request asks for, else the pool's: the names `observe` looks
+/// up (the plan then decides whether they are allowed).
 pub(super) fn wanted_names(
     request: &ActionRequest,
     pools: &[Pool],
@@ -168,22 +176,24 @@ pub fn plan(
         return refuse(format!("{path}: owner or mode unknown"));
     };
     let pool = pool_for(&facts.pools, path);
-    let (owner, group) = wanted_names(request, &facts.pools);
-    let (Some(owner), Some(group)) = (owner, group) else {
-        return refuse(format!(
-            "no owner/group to set: the request names none and no php-fpm pool listens on {path}"
-        ));
-    };
-    let mode_text = match (&request.mode, pool) {
-        (asked, _) if !asked.is_empty() => asked.clone(),
-        (_, Some(pool)) => pool.listen_mode.clone(),
-        (_, None) => {
-            return refuse(format!(
-                "no mode to set: the request names none and no php-fpm pool listens on {path}"
-            ));
-        }
-    };
-    let to_mode = parse_mode(&mode_text)?;
+    let allowed = &settings.actions.socket_ownership;
+    let owner = choose(
+        "owner",
+        &request.owner,
+        pool.and_then(|p| p.listen_owner.as_deref()),
+        &allowed.owners,
+        pool,
+        path,
+    )?;
+    let group = choose(
+        "group",
+        &request.group,
+        pool.and_then(|p| p.listen_group.as_deref()),
+        &allowed.groups,
+        pool,
+        path,
+    )?;
+    let to_mode = choose_mode(request, pool, settings, path)?;
     let Some(&to_uid) = facts.users.get(&owner) else {
         return refuse(format!("there is no user `{owner}` on this host"));
     };
@@ -224,12 +234,8 @@ pub fn plan(
         ));
     }
     let source = match pool {
-        Some(p)
-            if request.owner.is_empty() && request.group.is_empty() && request.mode.is_empty() =>
-        {
-            format!("pool [{}] in {}", p.name, p.file.display())
-        }
-        _ => "the request".to_owned(),
+        Some(p) if pool_says(p, &to) => format!("pool [{}] in {}", p.name, p.file.display()),
+        _ => "the request, allowed by this host's actions.socket_ownership".to_owned(),
     };
     Ok(SocketPlan {
         path: PathBuf::from(path),
@@ -240,6 +246,101 @@ pub fn plan(
         worker_user: worker_user.clone(),
         verify_timeout_ms: settings.verify_timeout_ms(request),
     })
+}
+
+/// Whether the pool's `listen.owner/group/mode` are exactly `to`.
+fn pool_says(pool: &Pool, to: &Ownership) -> bool {
+    pool.listen_owner.as_deref() == Some(to.owner.as_str())
+        && pool.listen_group.as_deref() == Some(to.group.as_str())
+        && parse_mode(&pool.listen_mode).ok() == Some(to.mode)
+}
+
+/// The owner or group to set: the pool's (php-fpm's default, the pool's `user`/`group`, is
+/// already applied by the probe), or the request's when it is the pool's or this host's
+/// config lists it. Anything else is refused: the controller does not choose who may connect.
+fn choose(
+    field: &str,
+    asked: &str,
+    pooled: Option<&str>,
+    allowed: &[String],
+    pool: Option<&Pool>,
+    path: &str,
+) -> Result<String, Refusal> {
+    let config_key = format!("actions.socket_ownership.{field}s");
+    match (asked, pooled) {
+        ("", Some(pooled)) => Ok(pooled.to_owned()),
+        ("", None) => match pool {
+            Some(p) => refuse(format!(
+                "no {field} to set: pool [{}] in {} names no listen.{field} and no {field}",
+                p.name,
+                p.file.display()
+            )),
+            None => refuse(format!(
+                "no {field} to set: the request names none and no php-fpm pool listens on {path}"
+            )),
+        },
+        (asked, Some(pooled)) if asked == pooled => Ok(pooled.to_owned()),
+        (asked, _) if allowed.iter().any(|a| a == asked) => Ok(asked.to_owned()),
+        (asked, Some(pooled)) => refuse(format!(
+            "the request asks for {field} `{asked}`, but the pool{} says `{pooled}` and this host's config does not allow `{asked}` ({config_key})",
+            pool.map(|p| format!(" [{}] in {}", p.name, p.file.display()))
+                .unwrap_or_default()
+        )),
+        (asked, None) => refuse(format!(
+            "the request asks for {field} `{asked}`; no php-fpm pool listens on {path} and this host's config does not allow `{asked}` ({config_key})"
+        )),
+    }
+}
+
+/// The mode to set: the pool's `listen.mode` (php-fpm's default `0660`), or the request's
+/// when it is the pool's or listed in the config; never a bit for others unless the config
+/// says `allow_others`.
+fn choose_mode(
+    request: &ActionRequest,
+    pool: Option<&Pool>,
+    settings: &Settings,
+    path: &str,
+) -> Result<u32, Refusal> {
+    let allowed = &settings.actions.socket_ownership;
+    let pooled = pool.map(|p| parse_mode(&p.listen_mode)).transpose()?;
+    let mode = if request.mode.is_empty() {
+        match pooled {
+            Some(mode) => mode,
+            None => {
+                return refuse(format!(
+                    "no mode to set: the request names none and no php-fpm pool listens on {path}"
+                ));
+            }
+        }
+    } else {
+        let asked = parse_mode(&request.mode)?;
+        let listed = allowed
+            .modes
+            .iter()
+            .any(|m| parse_mode(m).is_ok_and(|m| m == asked));
+        if pooled != Some(asked) && !listed {
+            return refuse(format!(
+                "the request asks for mode {asked:04o}, but {} and this host's config does not allow it (actions.socket_ownership.modes)",
+                match (pool, pooled) {
+                    (Some(p), Some(m)) =>
+                        format!("the pool [{}] in {} says {m:04o}", p.name, p.file.display()),
+                    _ => format!("no php-fpm pool listens on {path}"),
+                }
+            ));
+        }
+        asked
+    };
+    if mode & 0o007 != 0 && !allowed.allow_others {
+        return refuse(format!(
+            "mode {mode:04o} would let every local user connect to {path} (and run code as the pool's user); this host's config does not allow permission bits for others (actions.socket_ownership.allow_others){}",
+            match pool {
+                Some(p) if pooled == Some(mode) =>
+                    format!("; {} (listen.mode) is what must change", p.file.display()),
+                _ => String::new(),
+            }
+        ));
+    }
+    Ok(mode)
 }
 
 /// What the result says when the pool file disagrees with the fix: php-fpm re-creates the

@@ -12,8 +12,10 @@
 //! 4. [`apply`]: precheck, do, verify, each recorded as an `ActionStep` with its duration and
 //!    output.
 //!
-//! One action at a time per unit (an async mutex per lock key), and every action under a
-//! deadline. There is no generic "run a command" action, and none may be added: each action is
+//! One action at a time per unit (an async mutex per lock key, kept in a map only while an
+//! action holds or waits for it; at most [`MAX_UNIT_LOCKS`] busy units, a request for one more
+//! is refused), and every action under a deadline (the request's, at most
+//! `actions.max_deadline_ms`). There is no generic "run a command" action, and none may be added: each action is
 //! one file here and one variant of [`Plan`].
 
 mod error;
@@ -27,6 +29,7 @@ mod unit;
 use gatemend_proto::error_chain;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +44,7 @@ pub use fix_socket_ownership::{Ownership, SocketPlan};
 pub use reload_nginx::{ReloadPlan, ReloadVia};
 pub use unit::{UnitPlan, Upstream, parse_listen};
 
-use crate::config::{ActionsConfig, AgentConfig};
+use crate::config::{ActionsConfig, AgentConfig, Deadline};
 use crate::link::runner::{ActionRunner, Outcome};
 use crate::probe::php_fpm::{self, Pool};
 use crate::probe::socket::{self, Identity, SocketInfo};
@@ -67,12 +70,10 @@ impl Settings {
         }
     }
 
-    /// The deadline of `request`: its own, or the configured default.
-    pub fn deadline(&self, request: &ActionRequest) -> Duration {
-        match request.deadline_ms {
-            0 => Duration::from_millis(self.actions.default_deadline_ms),
-            ms => Duration::from_millis(u64::from(ms)),
-        }
+    /// The deadline of `request`: its own, or the configured default, at most
+    /// `actions.max_deadline_ms` (the link's timer uses the same function).
+    pub fn deadline(&self, request: &ActionRequest) -> Deadline {
+        self.actions.deadline(request.deadline_ms)
     }
 
     /// How long verification may wait for `request`, in milliseconds.
@@ -177,17 +178,13 @@ pub fn admit(request: &ActionRequest, settings: &Settings) -> Result<ActionKind,
                     settings.actions.units.join(", ")
                 ));
             }
-        }
-        ActionKind::FixSocketOwnership => {
-            check_socket_path(&request.socket_path)?;
-            if !matches_any(&settings.actions.sockets, &request.socket_path) {
-                return refuse(format!(
-                    "socket path `{}` is not in this host's allow-list (actions.sockets: {})",
-                    request.socket_path,
-                    settings.actions.sockets.join(", ")
-                ));
+            // The socket verification connects to, as root: the same rules as a socket to
+            // fix. None (a TCP upstream, or nothing known) is fine.
+            if !request.socket_path.is_empty() {
+                admit_socket_path(&request.socket_path, settings)?;
             }
         }
+        ActionKind::FixSocketOwnership => admit_socket_path(&request.socket_path, settings)?,
         ActionKind::ReloadNginx | ActionKind::Escalate | ActionKind::Unspecified => {}
     }
     Ok(kind)
@@ -236,6 +233,19 @@ pub fn matches_any(globs: &[String], name: &str) -> bool {
             .build()
             .is_ok_and(|g| g.compile_matcher().is_match(name))
     })
+}
+
+/// A socket path the actions may touch or connect to: plain, and matching `actions.sockets`.
+fn admit_socket_path(path: &str, settings: &Settings) -> Result<(), Refusal> {
+    check_socket_path(path)?;
+    if matches_any(&settings.actions.sockets, path) {
+        Ok(())
+    } else {
+        refuse(format!(
+            "socket path `{path}` is not in this host's allow-list (actions.sockets: {})",
+            settings.actions.sockets.join(", ")
+        ))
+    }
 }
 
 /// A socket path must be absolute and plain: no `.`, `..`, empty component or trailing `/`, so
@@ -351,25 +361,103 @@ pub async fn apply(plan: &Plan, settings: &Settings, rec: &Recorder) -> Outcome 
     rec.outcome(status, message)
 }
 
+/// Most units (lock keys) with an action running or waiting at once; a request for one more
+/// is refused. The keys come from the controller's requests (any unit name an allow-list glob
+/// matches, any socket path without a pool), so the map they live in must not grow without end.
+pub const MAX_UNIT_LOCKS: usize = 64;
+
+/// The per-unit locks: a key is in the map only while an action holds or waits for its lock.
+type LockMap = Arc<StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// What the runner refused or cut, since start (for the logs' totals and tests).
+#[derive(Debug, Default)]
+pub struct ActStats {
+    /// Requests refused because [`MAX_UNIT_LOCKS`] units were busy.
+    pub lock_refusals: AtomicU64,
+    /// Requests whose deadline was cut to `actions.max_deadline_ms`.
+    pub deadlines_clamped: AtomicU64,
+}
+
 /// The agent's action runner: the allow-list, the per-unit locks and the deadlines around the
 /// actions of this folder.
 #[derive(Debug, Clone)]
 pub struct Actions {
     settings: Arc<Settings>,
-    locks: Arc<StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: LockMap,
+    max_locks: usize,
+    stats: Arc<ActStats>,
+}
+
+/// One unit's lock, held for an action; when dropped, the unit's entry leaves the map unless
+/// another action holds or waits for it.
+struct UnitLock {
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    locks: LockMap,
+}
+
+impl Drop for UnitLock {
+    fn drop(&mut self) {
+        // The guard holds a reference to the mutex: release it first, then count.
+        drop(self.guard.take());
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Clones are only made under this lock, so a count of 1 (the map's own) means nobody
+        // holds or waits for it, and nobody can start to before it is gone.
+        if locks
+            .get(&self.key)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
 }
 
 impl Actions {
     pub fn new(settings: Settings) -> Self {
+        Self::with_max_locks(settings, MAX_UNIT_LOCKS)
+    }
+
+    /// A runner with its own cap on busy units (tests use a small one).
+    pub fn with_max_locks(settings: Settings, max_locks: usize) -> Self {
         Self {
             settings: Arc::new(settings),
             locks: Arc::default(),
+            max_locks: max_locks.max(1),
+            stats: Arc::default(),
         }
+    }
+
+    pub fn stats(&self) -> Arc<ActStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// How many units have an action running or waiting now.
+    pub fn busy_units(&self) -> usize {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Runs one request to its end: the outcome with every step, within the request's deadline.
     pub async fn run_request(&self, request: ActionRequest) -> Outcome {
-        let deadline = self.settings.deadline(&request);
+        let Deadline {
+            duration: deadline,
+            clamped_from_ms,
+        } = self.settings.deadline(&request);
+        if let Some(asked) = clamped_from_ms {
+            let total = self.stats.deadlines_clamped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                action = %request.action_id,
+                asked_ms = asked,
+                max_ms = deadline.as_millis() as u64,
+                clamped_total = total,
+                "The request's deadline is longer than actions.max_deadline_ms; the action runs under the maximum."
+            );
+        }
         // The link puts its own timer of the same length around this future; ending a little
         // earlier here keeps the steps done so far in the answer instead of losing them.
         let ours = deadline.saturating_sub(deadline / 20);
@@ -422,7 +510,13 @@ impl Actions {
             }
         };
         let _guard = match lock_key(&request, settings, &pools) {
-            Some(key) if !request.dry_run => Some(self.lock(&key).await),
+            Some(key) if !request.dry_run => match self.lock(&key).await {
+                Ok(guard) => Some(guard),
+                Err(refusal) => {
+                    rec.record("precheck", started, false, refusal.0.clone());
+                    return rec.outcome(ActionStatus::Refused, refusal.0);
+                }
+            },
             // A dry run reads only; it need not wait behind a running action.
             _ => None,
         };
@@ -457,15 +551,39 @@ impl Actions {
         apply(&plan, settings, &rec).await
     }
 
-    async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Waits for `key`'s lock. Refused, without waiting, when [`MAX_UNIT_LOCKS`] other units
+    /// are busy.
+    async fn lock(&self, key: &str) -> Result<UnitLock, Refusal> {
         let mutex = {
             let mut locks = self
                 .locks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !locks.contains_key(key) && locks.len() >= self.max_locks {
+                // Entries nobody holds or waits for: left by an action whose deadline dropped
+                // it while it waited (no UnitLock existed yet to remove them).
+                locks.retain(|_, mutex| Arc::strong_count(mutex) > 1);
+            }
+            if !locks.contains_key(key) && locks.len() >= self.max_locks {
+                let total = self.stats.lock_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    lock = %key,
+                    busy = locks.len(),
+                    refused_total = total,
+                    "Refused an action: too many units have actions running or waiting."
+                );
+                return refuse(format!(
+                    "{} units have actions running or waiting, the most this agent allows; `{key}` was not touched",
+                    locks.len()
+                ));
+            }
             Arc::clone(locks.entry(key.to_owned()).or_default())
         };
-        mutex.lock_owned().await
+        Ok(UnitLock {
+            key: key.to_owned(),
+            guard: Some(mutex.lock_owned().await),
+            locks: Arc::clone(&self.locks),
+        })
     }
 }
 
@@ -609,5 +727,74 @@ impl ActArgs {
             verify_timeout_ms: self.verify_timeout_ms,
             policy: "gatemend-agent act".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn actions(max_locks: usize) -> Actions {
+        Actions::with_max_locks(
+            Settings {
+                allowed: ActionKind::ALL.to_vec(),
+                actions: ActionsConfig::default(),
+                root: PathBuf::from("/nonexistent"),
+            },
+            max_locks,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_units_lock_leaves_the_map_once_nobody_holds_or_waits_for_it() {
+        let actions = actions(8);
+        let held = actions.lock("php8.2-fpm.service").await.unwrap();
+        assert_eq!(actions.busy_units(), 1);
+        // A second action on the same unit waits behind the first.
+        assert!(actions.lock("php8.2-fpm.service").now_or_never().is_none());
+        drop(held);
+        assert_eq!(actions.busy_units(), 0);
+        for i in 0..100 {
+            drop(actions.lock(&format!("php{i}-fpm.service")).await.unwrap());
+        }
+        assert_eq!(actions.busy_units(), 0, "a hundred units came and went");
+    }
+
+    #[tokio::test]
+    async fn more_busy_units_than_the_cap_are_refused_and_counted() {
+        let actions = actions(2);
+        let a = actions.lock("a.service").await.unwrap();
+        let _b = actions.lock("b.service").await.unwrap();
+        let refused = actions
+            .lock("c.service")
+            .now_or_never()
+            .expect("a refusal does not wait")
+            .err()
+            .expect("refused");
+        assert!(refused.0.contains("2 units have actions"), "{refused}");
+        assert_eq!(actions.stats().lock_refusals.load(Ordering::Relaxed), 1);
+        assert_eq!(actions.busy_units(), 2);
+        // A unit already in the map may still be waited for.
+        assert!(actions.lock("a.service").now_or_never().is_none());
+        drop(a);
+        assert!(actions.lock("c.service").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_entry_a_dropped_waiter_left_behind_is_swept_when_the_map_is_full() {
+        let actions = actions(1);
+        let held = actions.lock("a.service").await.unwrap();
+        // A waiter whose deadline drops it after the holder let go: the holder saw the
+        // waiter's reference and left the entry; the waiter had no UnitLock to remove it.
+        let mut waiter = Box::pin(actions.lock("a.service"));
+        assert!((&mut waiter).now_or_never().is_none());
+        drop(held);
+        drop(waiter);
+        assert_eq!(actions.busy_units(), 1);
+        let b = actions.lock("b.service").await;
+        assert!(b.is_ok(), "the idle entry was swept");
+        assert_eq!(actions.stats().lock_refusals.load(Ordering::Relaxed), 0);
     }
 }

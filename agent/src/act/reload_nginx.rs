@@ -1,6 +1,7 @@
 //! reload_nginx: `nginx -t` (its whole output kept), and only when it passes,
 //! `ReloadUnit(nginx.service, "replace")` over D-Bus — or, when nginx is not run by systemd,
-//! SIGHUP to the master named by its pid file.
+//! SIGHUP to the master named by its pid file, once `/proc/PID/exe` shows that process is
+//! nginx (a pid file can outlive its nginx and the pid be reused: SIGHUP ends most programs).
 //!
 //! Verification: the master is alive with the same pid, its workers are all new (children of
 //! the master, read from /proc), no `[emerg]` appeared in the error log since the reload, and
@@ -44,6 +45,11 @@ pub struct ReloadPlan {
 }
 
 impl ReloadPlan {
+    /// The nginx binary the config test runs: what the master must be an instance of.
+    fn binary(&self) -> &Path {
+        self.test.first().map_or(Path::new(""), Path::new)
+    }
+
     pub(super) fn lines(&self) -> Vec<String> {
         vec![
             format!(
@@ -55,8 +61,9 @@ impl ReloadPlan {
                     "D-Bus org.freedesktop.systemd1.Manager.Subscribe(), ReloadUnit(\"{unit}\", \"replace\"), wait for its JobRemoved"
                 ),
                 ReloadVia::Signal => format!(
-                    "SIGHUP to the master whose pid is in {}",
-                    self.pid_file.display()
+                    "SIGHUP to the master whose pid is in {}, once /proc shows it runs {}",
+                    self.pid_file.display(),
+                    self.binary().display()
                 ),
             },
             format!(
@@ -123,6 +130,58 @@ pub fn children(parent: u32) -> Vec<u32> {
     pids
 }
 
+/// Whether a process is nginx, from what /proc says of it: its executable (`/proc/PID/exe`)
+/// is one of `binaries` (the configured nginx binary and its canonical path; an upgraded binary
+/// reads `PATH (deleted)`), or, only when the executable cannot be read, its command name
+/// (`/proc/PID/comm`) is the binary's file name. Pure; `Err` says why not.
+pub fn is_nginx(
+    exe: Option<&Path>,
+    comm: Option<&str>,
+    binaries: &[PathBuf],
+) -> Result<(), String> {
+    if let Some(exe) = exe {
+        let text = exe.to_string_lossy();
+        let text = text.strip_suffix(" (deleted)").unwrap_or(&text);
+        return if binaries.iter().any(|b| Path::new(text) == b) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its executable is {}, not {}",
+                exe.display(),
+                binaries
+                    .first()
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_default()
+            ))
+        };
+    }
+    let name = binaries
+        .first()
+        .and_then(|b| b.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match comm.map(str::trim) {
+        Some(comm) if !name.is_empty() && comm == name => Ok(()),
+        Some(comm) => Err(format!(
+            "its executable cannot be read and its name is `{comm}`, not `{name}`"
+        )),
+        None => Err("it has no /proc entry".to_owned()),
+    }
+}
+
+/// Reads `/proc/PID/exe` and `/proc/PID/comm` and asks [`is_nginx`].
+fn check_nginx_process(pid: u32, pid_file: &Path, binary: &Path) -> Result<(), ActError> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
+    let mut binaries = vec![binary.to_owned()];
+    binaries.extend(std::fs::canonicalize(binary).ok());
+    is_nginx(exe.as_deref(), comm.as_deref(), &binaries).map_err(|why| ActError::NotNginx {
+        pid,
+        pid_file: pid_file.to_owned(),
+        why,
+    })
+}
+
 fn read_pid(pid_file: &Path) -> Result<u32, ActError> {
     let text = std::fs::read_to_string(pid_file).map_err(|source| ActError::Read {
         path: pid_file.to_owned(),
@@ -182,6 +241,14 @@ pub async fn apply(
             return (ActionStatus::Failed, why);
         }
     };
+    if plan.via == ReloadVia::Signal {
+        // Nothing is signalled unless the pid file's process is nginx.
+        if let Err(e) = check_nginx_process(master, &plan.pid_file, plan.binary()) {
+            let why = format!("no SIGHUP sent: {}", error_chain(&e));
+            rec.record("precheck", started, false, why.clone());
+            return (ActionStatus::Refused, why);
+        }
+    }
     let old_workers = children(master);
     rec.begin("precheck");
     rec.note(format!("$ {}", plan.test.join(" ")));
@@ -265,6 +332,8 @@ async fn reload(plan: &ReloadPlan, master: u32) -> Result<String, ActError> {
             }
         }
         ReloadVia::Signal => {
+            // Again at the last moment: `nginx -t` took a while, and the master may be gone.
+            check_nginx_process(master, &plan.pid_file, plan.binary())?;
             let pid = i32::try_from(master).map_err(|_| ActError::Read {
                 path: plan.pid_file.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, "pid out of range"),
