@@ -26,6 +26,7 @@ fn finding(revision: u64) -> Finding {
 fn new(revision: u64, expires_in: Duration) -> NewApproval {
     NewApproval {
         finding: finding(revision),
+        incident: "web1/upstream_socket_permission/unix:/run/php/php8.2-fpm.sock#1".into(),
         policy: "fix-socket-ownership".into(),
         policy_digest: "sha256:00".into(),
         actions: vec!["fix_socket_ownership".into()],
@@ -75,13 +76,18 @@ async fn many_operators_approving_at_once_make_exactly_one_approval() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(approval) => won.push(approval),
-            Err(ApprovalError::AlreadyDecided { state, .. }) => assert_eq!(state, "approved"),
+            Err(ApprovalError::AlreadyDecided { state, .. }) => assert_eq!(state, "approving"),
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(won.len(), 1, "exactly one operator's approval counts");
+    assert_eq!(won[0].state, State::Approving);
+    // Not dispatchable until its audit record is written.
+    assert!(approvals.undispatched().await.unwrap().is_empty());
+    approvals.settle(&a.id, true).await.unwrap();
     let stored = approvals.get(&a.id).await.unwrap().unwrap();
     assert_eq!(stored.state, State::Approved);
+    assert_eq!(approvals.undispatched().await.unwrap().len(), 1);
     assert_eq!(stored.decided_by, won[0].decided_by);
     assert_eq!(stored.reason.as_deref(), Some("fix it"));
     // A deny after the approval is refused and changes nothing.
@@ -119,4 +125,45 @@ async fn an_expired_approval_can_no_longer_be_approved_and_a_reason_is_required(
         approvals.approve("nope", "alice", "ok", 2_000).await,
         Err(ApprovalError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn an_approval_whose_audit_record_failed_goes_back_to_pending_and_is_never_dispatched() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = store(&dir).await;
+    let a = approvals
+        .request(new(3, Duration::from_secs(600)), 1_000)
+        .await
+        .unwrap();
+    let approving = approvals.approve(&a.id, "alice", "ok", 2_000).await.unwrap();
+    assert_eq!(approving.state, State::Approving);
+    assert!(approvals.undispatched().await.unwrap().is_empty());
+    assert!(!approvals.claim(&a.id, 2_500).await.unwrap(), "claimed before it was audited");
+    let back = approvals.settle(&a.id, false).await.unwrap();
+    assert_eq!(back.state, State::Pending);
+    assert_eq!(back.decided_by, None);
+    assert!(approvals.undispatched().await.unwrap().is_empty());
+    // It can be approved again, and settles once.
+    approvals.approve(&a.id, "bob", "log is back", 3_000).await.unwrap();
+    approvals.settle(&a.id, true).await.unwrap();
+    assert!(approvals.settle(&a.id, true).await.is_err());
+    assert!(approvals.claim(&a.id, 3_500).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_approval_left_approving_by_a_dead_controller_expires_and_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = store(&dir).await;
+    let a = approvals
+        .request(new(4, Duration::from_secs(60)), 1_000)
+        .await
+        .unwrap();
+    approvals.approve(&a.id, "alice", "ok", 2_000).await.unwrap();
+    let expired = approvals.expire_due(61_001).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        approvals.get(&a.id).await.unwrap().unwrap().state,
+        State::Expired
+    );
+    assert!(approvals.undispatched().await.unwrap().is_empty());
 }

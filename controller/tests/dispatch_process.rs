@@ -125,7 +125,12 @@ fn finding(
         host: host.into(),
         cause: cause as i32,
         root_cause: root as i32,
-        upstream: "unix:/run/php/php8.2-fpm.sock".into(),
+        // A name that does not resolve is another upstream (another incident) than php-fpm.
+        upstream: if cause == Cause::DnsResolutionFailed {
+            "backend.example:80".into()
+        } else {
+            "unix:/run/php/php8.2-fpm.sock".into()
+        },
         unit: "php8.2-fpm.service".into(),
         count: 1,
         first_seen_unix_ms: 1,
@@ -170,7 +175,7 @@ async fn an_auto_policy_dispatches_its_action_and_a_failed_action_escalates_to_t
     agent
         .send(finding(
             "web1",
-            "f1",
+            "web1/f1",
             1,
             Cause::UpstreamSocketMissing,
             RootCause::ServiceDown,
@@ -180,7 +185,7 @@ async fn an_auto_policy_dispatches_its_action_and_a_failed_action_escalates_to_t
         .next_request(Duration::from_secs(20))
         .await
         .expect("an action request");
-    assert_eq!(request.action_id, "f1@1/restart/0");
+    assert_eq!(request.action_id, "web1/f1@1/restart/0");
     assert_eq!(request.kind, ActionKind::RestartUnit as i32);
     assert_eq!(request.unit, "php8.2-fpm.service");
     assert_eq!(request.socket_path, "/run/php/php8.2-fpm.sock");
@@ -208,7 +213,7 @@ async fn an_auto_policy_dispatches_its_action_and_a_failed_action_escalates_to_t
     agent
         .send(finding(
             "web1",
-            "f2",
+            "web1/f2",
             1,
             Cause::DnsResolutionFailed,
             RootCause::DnsFailure,
@@ -218,7 +223,7 @@ async fn an_auto_policy_dispatches_its_action_and_a_failed_action_escalates_to_t
         .recv_timeout(Duration::from_secs(20))
         .expect("a webhook POST");
     assert_eq!(post["host"], "web1");
-    assert_eq!(post["finding_id"], "f2");
+    assert_eq!(post["finding_id"], "web1/f2");
     assert_eq!(post["cause"], "dns_resolution_failed");
     assert_eq!(post["policy"], "escalate-dns");
     assert_eq!(post["why"], "the policy escalates to a human");
@@ -238,7 +243,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
     // after it is decided after it, so once its POST arrives any request would be queued.
     web1.send(finding(
         "web1",
-        "f1",
+        "web1/f1",
         1,
         Cause::UpstreamSocketMissing,
         RootCause::ServiceDown,
@@ -246,7 +251,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
     .await;
     web1.send(finding(
         "web1",
-        "d1",
+        "web1/d1",
         1,
         Cause::DnsResolutionFailed,
         RootCause::DnsFailure,
@@ -262,7 +267,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
     wait_log(&log, "Policies reloaded.", 1);
     web1.send(finding(
         "web1",
-        "f1",
+        "web1/f1",
         2,
         Cause::UpstreamSocketMissing,
         RootCause::ServiceDown,
@@ -272,7 +277,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
         .next_request(Duration::from_secs(20))
         .await
         .expect("a request");
-    assert_eq!(request.action_id, "f1@2/restart/0");
+    assert_eq!(request.action_id, "web1/f1@2/restart/0");
     web1.send(result(
         "web1",
         &request.action_id,
@@ -296,7 +301,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
     let mut web2 = Agent::connect(addr, "web2").await;
     web2.send(finding(
         "web2",
-        "g1",
+        "web2/g1",
         1,
         Cause::UpstreamSocketMissing,
         RootCause::ServiceDown,
@@ -306,7 +311,7 @@ async fn policies_reload_on_change_and_sighup_and_an_invalid_set_is_rejected_who
         .next_request(Duration::from_secs(20))
         .await
         .expect("a request");
-    assert_eq!(request.action_id, "g1@1/restart/0");
+    assert_eq!(request.action_id, "web2/g1@1/restart/0");
 
     // SIGHUP rereads the directory (still invalid: rejected again, by the signal).
     std::fs::remove_file(policies.join("broken.yaml")).unwrap();
@@ -331,7 +336,7 @@ async fn a_controller_wide_dry_run_asks_for_plans_and_holds_nothing_in_flight() 
     agent
         .send(finding(
             "web1",
-            "f1",
+            "web1/f1",
             1,
             Cause::UpstreamSocketMissing,
             RootCause::ServiceDown,
@@ -342,14 +347,14 @@ async fn a_controller_wide_dry_run_asks_for_plans_and_holds_nothing_in_flight() 
         .await
         .expect("a dry-run request");
     assert!(request.dry_run);
-    assert_eq!(request.action_id, "f1@1/restart/0/dry");
+    assert_eq!(request.action_id, "web1/f1@1/restart/0/dry");
     wait_log(&log, "decision=\"dry_run\"", 1);
     // A plan is not in flight: while web1's plan is unanswered, a finding on web2 is planned
     // too, though the policy allows one host at a time.
     let mut web2 = Agent::connect(addr, "web2").await;
     web2.send(finding(
         "web2",
-        "g1",
+        "web2/g1",
         1,
         Cause::UpstreamSocketMissing,
         RootCause::ServiceDown,
@@ -384,7 +389,7 @@ async fn an_approval_recorded_in_the_database_is_dispatched_once_when_approved()
     agent
         .send(finding(
             "web1",
-            "f1",
+            "web1/f1",
             1,
             Cause::UpstreamSocketPermission,
             RootCause::SocketPermission,
@@ -415,6 +420,9 @@ async fn an_approval_recorded_in_the_database_is_dispatched_once_when_approved()
         .approve(&pending[0].id, "alice", "socket fix reviewed", now)
         .await
         .unwrap();
+    // Approving, its audit record not yet written: nothing is dispatched.
+    assert_eq!(agent.next_request(Duration::from_millis(2_500)).await, None);
+    approvals.settle(&pending[0].id, true).await.unwrap();
     let request = agent
         .next_request(Duration::from_secs(20))
         .await

@@ -39,7 +39,7 @@ async fn controller(limits: Limits) -> Controller {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fleet = Fleet::new();
-    let sink = Arc::new(MemorySink::new());
+    let sink = Arc::new(MemorySink::recording());
     let (forward, findings) = mpsc::channel(10_000);
     let service = LinkService::new(
         fleet.clone(),
@@ -137,7 +137,7 @@ async fn findings_reach_the_controller_and_the_fleet_shows_the_host() {
     let (tx, rx) = mpsc::channel(100);
     tokio::spawn(link.run(rx));
     // Two revisions of one finding: both arrive, matched to their acks in order.
-    for (id, revision) in [("f1", 1), ("f2", 1), ("f1", 2)] {
+    for (id, revision) in [("web1/f1", 1), ("web1/f2", 1), ("web1/f1", 2)] {
         tx.send(finding(id, revision)).await.unwrap();
     }
     eventually("every finding acked", || {
@@ -147,9 +147,9 @@ async fn findings_reach_the_controller_and_the_fleet_shows_the_host() {
     assert_eq!(
         findings_in(&ctl.sink),
         [
-            ("f1".to_owned(), 1),
-            ("f2".to_owned(), 1),
-            ("f1".to_owned(), 2)
+            ("web1/f1".to_owned(), 1),
+            ("web1/f2".to_owned(), 1),
+            ("web1/f1".to_owned(), 2)
         ]
     );
     let host = ctl.fleet.host("web1").unwrap();
@@ -171,7 +171,7 @@ async fn findings_reach_the_controller_and_the_fleet_shows_the_host() {
 async fn with_ack_when_decided_a_finding_stays_in_the_outbox_until_its_decision_commits() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let sink = Arc::new(MemorySink::new());
+    let sink = Arc::new(MemorySink::recording());
     let (forward, mut events) = mpsc::channel(10_000);
     let (decided, decided_rx) = tokio::sync::watch::channel(0u64);
     let service = LinkService::new(
@@ -197,7 +197,7 @@ async fn with_ack_when_decided_a_finding_stays_in_the_outbox_until_its_decision_
     let stats = link.stats();
     let (tx, rx) = mpsc::channel(100);
     tokio::spawn(link.run(rx));
-    tx.send(finding("f1", 1)).await.unwrap();
+    tx.send(finding("web1/f1", 1)).await.unwrap();
     tx.send(finding("f2", 1)).await.unwrap();
     // Online, then the two findings, numbered in queue order.
     let mut seqs = Vec::new();
@@ -272,7 +272,7 @@ async fn a_message_before_hello_is_refused() {
 #[tokio::test]
 async fn an_unknown_cause_or_another_hosts_finding_is_acked_as_refused() {
     let ctl = controller(Limits::default()).await;
-    let mut unknown = finding("f1", 1);
+    let mut unknown = finding("web1/f1", 1);
     unknown.cause = 999;
     let mut foreign = finding("f2", 1);
     foreign.host = "web2".into();
@@ -286,7 +286,7 @@ async fn an_unknown_cause_or_another_hosts_finding_is_acked_as_refused() {
             other => panic!("expected an ack, got {other:?}"),
         }
     }
-    assert_eq!(refusals[0].0, "f1");
+    assert_eq!(refusals[0].0, "web1/f1");
     assert!(
         refusals[0].1.contains("unknown cause id 999"),
         "{refusals:?}"
@@ -333,7 +333,7 @@ async fn an_oversized_message_ends_the_stream_with_out_of_range() {
         ..Limits::default()
     })
     .await;
-    let mut big = finding("f1", 1);
+    let mut big = finding("web1/f1", 1);
     big.root_cause_detail = "x".repeat(10 * 1024);
     let (_tx, response) = raw_stream(ctl.addr, vec![hello("web1"), wrap(big)]).await;
     let status = response.unwrap().message().await.unwrap_err();
@@ -407,8 +407,8 @@ async fn an_action_request_delivered_again_after_a_reconnect_runs_once() {
     .await;
 
     let request = ActionRequest {
-        action_id: "act-1".into(),
-        finding_id: "f1".into(),
+        action_id: "web1/act-1".into(),
+        finding_id: "web1/f1".into(),
         kind: ActionKind::RestartUnit as i32,
         unit: "php8.2-fpm.service".into(),
         ..Default::default()
@@ -452,7 +452,7 @@ async fn an_action_request_delivered_again_after_a_reconnect_runs_once() {
     let error = ctl.fleet.send_action(
         "web1",
         ActionRequest {
-            action_id: "act-2".into(),
+            action_id: "web1/act-2".into(),
             kind: ActionKind::ReloadNginx as i32,
             ..Default::default()
         },

@@ -225,7 +225,7 @@ async fn three_controllers_hold_the_fleet_to_max_concurrent_actions_in_flight() 
     let mut fleet = hosts("web", 9, &ctls).await;
     for h in &fleet {
         h.agent
-            .send(fpm_down(&h.name, &format!("f-{}", h.name), 1))
+            .send(fpm_down(&h.name, &format!("{}/f", h.name), 1))
             .await;
     }
     // Every finding decided (each controller decided its three), then a moment for any
@@ -281,7 +281,7 @@ async fn three_controllers_hold_the_fleet_to_max_concurrent_actions_in_flight() 
     let busy: Vec<String> = sent.iter().map(|(i, _)| fleet[*i].name.clone()).collect();
     for h in fleet.iter().filter(|h| !busy.contains(&h.name)) {
         h.agent
-            .send(fpm_down(&h.name, &format!("f-{}", h.name), 2))
+            .send(fpm_down(&h.name, &format!("{}/f", h.name), 2))
             .await;
     }
     let records = wait_audit(&db, "decision", 9 + 7, &ctls).await;
@@ -311,7 +311,7 @@ async fn one_approval_approved_through_two_controllers_at_once_is_dispatched_onc
     let ctls = controllers(&db, 2, support::APPROVE_RESTART);
     let (a, b) = (&ctls[0], &ctls[1]);
     let mut agent = Agent::connect(a.grpc, "web1").await;
-    agent.report_fpm_down("web1", "f1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
     let id = a.pending_approval().await["id"]
         .as_str()
         .unwrap()
@@ -372,7 +372,7 @@ async fn while_postgres_is_down_no_controller_decides_and_nothing_is_lost_when_i
     let mut early = hosts("early", 3, &ctls).await;
     for h in &early {
         h.agent
-            .send(fpm_down(&h.name, &format!("f-{}", h.name), 1))
+            .send(fpm_down(&h.name, &format!("{}/f", h.name), 1))
             .await;
     }
     let mut mended = 0;
@@ -398,7 +398,7 @@ async fn while_postgres_is_down_no_controller_decides_and_nothing_is_lost_when_i
                 // The last revision sent; a send waits while the controller does not read.
                 let mut revision = 1;
                 while !stop.load(Ordering::Relaxed) {
-                    let finding = fpm_down(&host, &format!("f-{host}"), revision + 1);
+                    let finding = fpm_down(&host, &format!("{host}/f"), revision + 1);
                     if tx
                         .send(AgentMessage {
                             body: Some(finding),
@@ -424,7 +424,7 @@ async fn while_postgres_is_down_no_controller_decides_and_nothing_is_lost_when_i
     wait_health(&ctls, 503, false).await;
     for h in &late {
         h.agent
-            .send(fpm_down(&h.name, &format!("f-{}", h.name), 1))
+            .send(fpm_down(&h.name, &format!("{}/f", h.name), 1))
             .await;
     }
     let mut everyone: Vec<Host> = early.drain(..).chain(late.drain(..)).collect();
@@ -461,10 +461,10 @@ async fn while_postgres_is_down_no_controller_decides_and_nothing_is_lost_when_i
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     for task in load {
         let (host, last) = task.await.unwrap();
-        sent.insert(format!("f-{host}"), last);
+        sent.insert(format!("{host}/f"), last);
     }
     for h in &everyone[3..] {
-        sent.insert(format!("f-{}", h.name), 1);
+        sent.insert(format!("{}/f", h.name), 1);
     }
 
     // Every finding revision sent is in the audit exactly once, and decided.

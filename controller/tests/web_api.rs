@@ -2,15 +2,51 @@
 //! --http-listen, --tokens, --db on SQLite): an approval made real by a raw agent stream is
 //! refused to a viewer, approved exactly once by an approver, dispatched and audited with the
 //! operator's name; forms without the session's CSRF token or from another origin are refused.
+//! An attacker's inputs (issue 14): wrong tokens guessed from one address until it is locked
+//! out, a forged `X-Forwarded-Proto`/`X-Forwarded-For` from a peer that is not the trusted
+//! proxy, an audit search asking for more records than the controller will hold.
 
 // Test helpers panic by design: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use support::{Agent, Controller, client};
+use support::{Agent, Controller, Launch, client};
+
+/// A client whose requests come from `local` (any 127.x.y.z reaches the controller on
+/// 127.0.0.1): another address, as far as the controller can tell.
+fn client_from(local: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .local_address(IpAddr::from(local))
+        .build()
+        .unwrap()
+}
+
+/// GET `path` with `token` through `c`: status, Retry-After, JSON body.
+async fn get_as(
+    c: &reqwest::Client,
+    ctl: &Controller,
+    token: &str,
+    path: &str,
+) -> (u16, Option<u64>, serde_json::Value) {
+    let response = c
+        .get(ctl.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, response.json().await.unwrap_or_default())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_refuses_requests_without_a_valid_token() {
@@ -29,7 +65,9 @@ async fn the_api_refuses_requests_without_a_valid_token() {
             "Bearer",
             "{path} says how to authenticate"
         );
-        let (status, _) = ctl.get("gm_not_a_token", path).await;
+        // From an address of its own: five wrong tokens lock an address out (below).
+        let (status, _, _) =
+            get_as(&client_from([127, 0, 0, 2]), &ctl, "gm_not_a_token", path).await;
         assert_eq!(status, 401, "{path} with an unknown token");
     }
     // No anonymous writes, whatever the body.
@@ -68,11 +106,11 @@ async fn the_api_refuses_requests_without_a_valid_token() {
 async fn a_viewer_cannot_approve_an_approver_approves_once_and_the_action_runs_and_is_audited() {
     let ctl = Controller::start();
     let mut agent = Agent::connect(ctl.grpc, "web1").await;
-    agent.report_fpm_down("web1", "f1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
     let pending = ctl.pending_approval().await;
     let id = pending["id"].as_str().unwrap().to_owned();
     assert_eq!(pending["host"], "web1");
-    assert_eq!(pending["incident"], "f1");
+    assert_eq!(pending["incident"], "web1/f1");
     assert_eq!(pending["actions"], serde_json::json!(["restart_unit"]));
     // Nothing runs before someone approves.
     assert_eq!(agent.next_request(Duration::from_millis(500)).await, None);
@@ -148,7 +186,7 @@ async fn a_viewer_cannot_approve_an_approver_approves_once_and_the_action_runs_a
         .succeed("web1", &request, "Restart php8.2-fpm.service: done")
         .await;
 
-    let records = ctl.wait_timeline("f1", "action_result").await;
+    let records = ctl.wait_timeline("web1/f1", "action_result").await;
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
@@ -195,7 +233,7 @@ async fn a_viewer_cannot_approve_an_approver_approves_once_and_the_action_runs_a
     assert_eq!(fleet[0]["online"], true);
     assert_eq!(fleet[0]["labels"]["role"], "web");
     let (_, incidents) = ctl.get(&ctl.vera, "/api/v1/incidents").await;
-    assert_eq!(incidents[0]["incident"], "f1");
+    assert_eq!(incidents[0]["incident"], "web1/f1");
     assert_eq!(incidents[0]["status"], "action_result");
     let (status, body) = ctl.get(&ctl.vera, "/api/v1/audit?kind=nonsense").await;
     assert_eq!(status, 400, "{body}");
@@ -242,7 +280,7 @@ fn csrf_of(html: &str) -> String {
 async fn the_browser_login_needs_a_known_token_and_forms_need_the_sessions_csrf_token_and_origin() {
     let ctl = Controller::start();
     let agent = Agent::connect(ctl.grpc, "web1").await;
-    agent.report_fpm_down("web1", "f1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
     let id = ctl.pending_approval().await["id"]
         .as_str()
         .unwrap()
@@ -351,7 +389,7 @@ async fn the_browser_login_needs_a_known_token_and_forms_need_the_sessions_csrf_
 async fn metrics_are_prometheus_text_with_the_fleet_findings_and_approvals() {
     let ctl = Controller::start();
     let agent = Agent::connect(ctl.grpc, "web1").await;
-    agent.report_fpm_down("web1", "f1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
     ctl.pending_approval().await;
     let response = client()
         .get(ctl.url("/metrics"))
@@ -448,7 +486,7 @@ async fn metrics_are_prometheus_text_with_the_fleet_findings_and_approvals() {
 async fn the_approvals_cli_lists_and_approves_with_a_token_from_the_environment_or_a_file() {
     let ctl = Controller::start();
     let mut agent = Agent::connect(ctl.grpc, "web1").await;
-    agent.report_fpm_down("web1", "f1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
     let id = ctl.pending_approval().await["id"]
         .as_str()
         .unwrap()
@@ -566,7 +604,7 @@ async fn pages_list_incidents_and_search_the_audit_and_escape_what_agents_send()
     agent
         .send(gatemend_proto::v1::agent_message::Body::Finding(
             gatemend_proto::v1::Finding {
-                id: "f<b>1".into(),
+                id: "web1/f<b>1".into(),
                 revision: 1,
                 host: "web1".into(),
                 cause: gatemend_proto::Cause::UpstreamSocketMissing as i32,
@@ -586,11 +624,14 @@ async fn pages_list_incidents_and_search_the_audit_and_escape_what_agents_send()
 
     let (status, html) = page(&ctl, &cookie, "/incidents").await;
     assert_eq!(status, 200);
-    assert!(html.contains("href=\"/incidents/f%3Cb%3E1\""), "{html}");
-    assert!(html.contains("f&lt;b&gt;1"), "{html}");
+    assert!(
+        html.contains("href=\"/incidents/web1%2Ff%3Cb%3E1\""),
+        "{html}"
+    );
+    assert!(html.contains("web1/f&lt;b&gt;1"), "{html}");
     assert!(!html.contains("<b>1"), "agent text is never markup: {html}");
 
-    let (status, html) = page(&ctl, &cookie, "/incidents/f%3Cb%3E1").await;
+    let (status, html) = page(&ctl, &cookie, "/incidents/web1%2Ff%3Cb%3E1").await;
     assert_eq!(status, 200);
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>alert"), "{html}");
@@ -608,4 +649,257 @@ async fn pages_list_incidents_and_search_the_audit_and_escape_what_agents_send()
     assert_eq!(status, 200);
     assert!(html.contains("web1") && html.contains("online"), "{html}");
     assert!(html.contains("role=web"), "labels are shown: {html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_lock_their_address_out_with_429_while_other_addresses_still_get_in() {
+    let ctl = Controller::start();
+    let guesser = client_from([127, 0, 0, 3]);
+    let operator = client_from([127, 0, 0, 4]);
+    for i in 1..=5 {
+        let (status, retry, body) =
+            get_as(&guesser, &ctl, &format!("gm_guess_{i}"), "/api/v1/whoami").await;
+        assert_eq!((status, retry), (401, None), "guess {i}: {body}");
+    }
+    // The sixth attempt is refused before its token is read: a right token too, so the
+    // lockout tells a guesser nothing.
+    for token in ["gm_guess_6", ctl.alice.as_str()] {
+        let (status, retry, body) = get_as(&guesser, &ctl, token, "/api/v1/whoami").await;
+        assert_eq!(status, 429, "{body}");
+        let retry = retry.expect("a Retry-After");
+        assert!((1..=300).contains(&retry), "Retry-After {retry}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("too many wrong operator tokens"),
+            "{body}"
+        );
+    }
+    // The login form from that address is refused the same way.
+    let response = guesser
+        .post(ctl.url("/login"))
+        .header("origin", format!("http://{}", ctl.http))
+        .form(&[("token", ctl.alice.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response.headers().get("set-cookie").is_none());
+    // An operator elsewhere is not affected.
+    let (status, _, me) = get_as(&operator, &ctl, &ctl.alice, "/api/v1/whoami").await;
+    assert_eq!((status, me["name"].as_str()), (200, Some("alice")));
+
+    // Wrong tokens on the login form count too: the sixth form is refused with 429.
+    let typist = client_from([127, 0, 0, 5]);
+    let mut statuses = Vec::new();
+    for i in 1..=6 {
+        let response = typist
+            .post(ctl.url("/login"))
+            .header("origin", format!("http://{}", ctl.http))
+            .form(&[("token", format!("gm_typo_{i}"))])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+
+    // Logged, counted and audited.
+    let metrics = ctl.metrics().await;
+    assert_eq!(
+        metrics["gatemend_login_failures_total"], 10.0,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics["gatemend_login_lockouts_total"], 2.0);
+    assert_eq!(metrics["gatemend_login_refused_total"], 4.0);
+    let (status, records) = ctl.get(&ctl.vera, "/api/v1/audit?kind=login_lockout").await;
+    assert_eq!(status, 200, "{records}");
+    let clients: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"]["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients, ["127.0.0.3", "127.0.0.5"], "{records}");
+    assert_eq!(records[0]["body"]["failures"], 5);
+    assert!(
+        ctl.log_text().contains("the address is locked out"),
+        "{}",
+        ctl.log_text()
+    );
+}
+
+/// Logs in through the form from `c` with extra headers; returns the Set-Cookie value.
+async fn set_cookie_of_login(
+    c: &reqwest::Client,
+    ctl: &Controller,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut request = c
+        .post(ctl.url("/login"))
+        .header("origin", format!("https://{}", ctl.http));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request
+        .form(&[("token", ctl.alice.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The cookie's `name=value` and the attributes after it.
+fn split_cookie(set: &str) -> (&str, &str) {
+    set.split_once(';').unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_tls_the_session_cookie_is_host_prefixed_and_secure() {
+    let ctl = Controller::launch(&Launch {
+        args: &["--http-secure-cookies"],
+        ..Launch::default()
+    });
+    let set = set_cookie_of_login(&client(), &ctl, &[]).await;
+    let (pair, attributes) = split_cookie(&set);
+    assert!(pair.starts_with("__Host-gatemend_session="), "{set}");
+    assert!(
+        attributes.starts_with(" Secure; HttpOnly; SameSite=Strict; Path=/;"),
+        "{set}"
+    );
+    assert!(!attributes.contains("Domain"), "{set}");
+    // The session is read from the __Host- cookie only.
+    let (status, _) = page(&ctl, pair, "/fleet").await;
+    assert_eq!(status, 200);
+    let plain = pair.replace("__Host-gatemend_session", "gatemend_session");
+    let (status, _) = page(&ctl, &plain, "/fleet").await;
+    assert_eq!(status, 303, "a plain cookie is not taken over TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_count_from_the_trusted_proxy_only() {
+    let ctl = Controller::launch(&Launch {
+        args: &["--http-trusted-proxy", "127.0.0.6"],
+        ..Launch::default()
+    });
+    let proxy = client_from([127, 0, 0, 6]);
+    let stranger = client_from([127, 0, 0, 7]);
+    let https = [("x-forwarded-proto", "https")];
+
+    // The proxy says the browser came through TLS: __Host- and Secure.
+    let set = set_cookie_of_login(&proxy, &ctl, &https).await;
+    let (pair, attributes) = split_cookie(&set);
+    assert!(pair.starts_with("__Host-gatemend_session="), "{set}");
+    assert!(
+        attributes.starts_with(" Secure; HttpOnly; SameSite=Strict; Path=/;"),
+        "{set}"
+    );
+    // The proxy says plain HTTP, or says nothing: the cookie of plain HTTP.
+    for headers in [&[("x-forwarded-proto", "http")][..], &[][..]] {
+        let set = set_cookie_of_login(&proxy, &ctl, headers).await;
+        assert!(set.starts_with("gatemend_session="), "{set}");
+        assert!(!set.contains("Secure"), "{set}");
+    }
+    // Anyone else claiming TLS is not believed.
+    let set = set_cookie_of_login(&stranger, &ctl, &https).await;
+    assert!(set.starts_with("gatemend_session="), "{set}");
+    assert!(!set.contains("Secure"), "{set}");
+
+    // Through the proxy, wrong tokens count against the address it forwards for.
+    let get = |c: reqwest::Client, forwarded_for: Option<&'static str>, token: String| {
+        let url = ctl.url("/api/v1/whoami");
+        async move {
+            let mut request = c.get(url).bearer_auth(token);
+            if let Some(addr) = forwarded_for {
+                request = request.header("x-forwarded-for", addr);
+            }
+            request.send().await.unwrap().status().as_u16()
+        }
+    };
+    for i in 0..5 {
+        let status = get(proxy.clone(), Some("192.0.2.1"), format!("gm_guess_{i}")).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        get(proxy.clone(), Some("192.0.2.1"), ctl.alice.clone()).await,
+        429
+    );
+    assert_eq!(
+        get(proxy.clone(), Some("192.0.2.2"), ctl.alice.clone()).await,
+        200,
+        "another client behind the same proxy"
+    );
+    assert_eq!(
+        get(proxy.clone(), None, ctl.alice.clone()).await,
+        200,
+        "the proxy itself"
+    );
+    // A stranger's X-Forwarded-For is ignored: its guesses count against its own address,
+    // and it cannot lock out the address it names.
+    for i in 0..5 {
+        let status = get(stranger.clone(), Some("192.0.2.2"), format!("gm_guess_{i}")).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        get(stranger.clone(), Some("192.0.2.3"), ctl.alice.clone()).await,
+        429,
+        "locked out by its own address, whatever it claims"
+    );
+    assert_eq!(
+        get(proxy.clone(), Some("192.0.2.2"), ctl.alice.clone()).await,
+        200,
+        "the address the stranger named is not locked out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_search_is_clamped_and_says_when_it_was_cut_short() {
+    let ctl = Controller::start();
+    let agent = Agent::connect(ctl.grpc, "web1").await;
+    agent.report_fpm_down("web1", "web1/f1").await;
+    ctl.pending_approval().await;
+    let search = |path: &'static str| {
+        let url = ctl.url(path);
+        let token = ctl.vera.clone();
+        async move {
+            let response = client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+            let (limit, truncated) = (header("x-gatemend-limit"), header("x-gatemend-truncated"));
+            let records: serde_json::Value = response.json().await.unwrap();
+            (records.as_array().unwrap().len(), limit, truncated)
+        }
+    };
+    // The finding, its decision and the approval request at least.
+    let (all, limit, truncated) = search("/api/v1/audit?incident=web1%2Ff1").await;
+    assert!(all >= 3, "{all}");
+    assert_eq!((limit.as_str(), truncated.as_str()), ("1000", "false"));
+    // A limit past the maximum is clamped, not refused; the answer is still a JSON array.
+    let (n, limit, truncated) =
+        search("/api/v1/audit?incident=web1%2Ff1&limit=18446744073709551615").await;
+    assert_eq!(
+        (n, limit.as_str(), truncated.as_str()),
+        (all, "10000", "false")
+    );
+    // Fewer than match: the answer says it was cut short.
+    let (n, limit, truncated) = search("/api/v1/audit?incident=web1%2Ff1&limit=1").await;
+    assert_eq!((n, limit.as_str(), truncated.as_str()), (1, "1", "true"));
+    let (status, timeline) = ctl.get(&ctl.vera, "/api/v1/incidents/web1%2Ff1").await;
+    assert_eq!(
+        (status, &timeline["truncated"]),
+        (200, &serde_json::json!(false))
+    );
+    // The page says so too.
+    let cookie = login(&ctl, &ctl.vera).await;
+    let (status, html) = page(&ctl, &cookie, "/audit?incident=web1%2Ff1&limit=1").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=truncated"), "{html}");
+    let (_, html) = page(&ctl, &cookie, "/audit?incident=web1%2Ff1").await;
+    assert!(!html.contains("id=truncated"), "{html}");
 }

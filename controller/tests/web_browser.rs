@@ -129,7 +129,7 @@ async fn approve_from_the_list(b: &Client, ctl: &Controller, id: &str, reason: &
 async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_viewer_cannot() {
     let ctl = Controller::start();
     let mut web1 = Agent::connect(ctl.grpc, "web1").await;
-    web1.report_fpm_down("web1", "f1").await;
+    web1.report_fpm_down("web1", "web1/f1").await;
     let id = ctl.pending_approval().await["id"]
         .as_str()
         .unwrap()
@@ -164,7 +164,7 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
     .await;
 
     // The browser landed on the incident's timeline; reload until the result is in it.
-    assert_eq!(b.current_url().await.unwrap().path(), "/incidents/f1");
+    assert_eq!(b.current_url().await.unwrap().path(), "/incidents/web1%2Ff1");
     let deadline = Instant::now() + Duration::from_secs(30);
     let result = loop {
         if let Ok(li) = b.find(Locator::Css("li[data-kind=action_result]")).await {
@@ -222,13 +222,13 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
 
     // A viewer: a second pending approval, which her session cannot approve.
     let web2 = Agent::connect(ctl.grpc, "web2").await;
-    web2.report_fpm_down("web2", "g1").await;
+    web2.report_fpm_down("web2", "web2/g1").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let second = loop {
         let (_, list) = ctl.get(&ctl.vera, "/api/v1/approvals").await;
         if let Some(a) = list
             .as_array()
-            .and_then(|l| l.iter().find(|a| a["incident"] == "g1"))
+            .and_then(|l| l.iter().find(|a| a["incident"] == "web2/g1"))
         {
             break a["id"].as_str().unwrap().to_owned();
         }

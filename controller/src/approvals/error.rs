@@ -22,6 +22,12 @@ pub enum ApprovalError {
         state: String,
         by: String,
     },
+    #[error("approval id {id} is already held by finding {incident} of host {host}")]
+    Collision {
+        id: String,
+        host: String,
+        incident: String,
+    },
     #[error("a reason is required")]
     NoReason,
 }

@@ -7,6 +7,12 @@
 //! WHERE state = 'pending' AND expires_at > now`: of two operators approving at the same
 //! moment, through one controller or two, exactly one changes the row, and only that one is
 //! handed to the dispatcher.
+//!
+//! An approval becomes dispatchable only once its audit record is written: approving moves it
+//! `pending -> approving`, the caller appends the `approved` record, then [`Approvals::settle`]
+//! moves it `approving -> approved` (or back to `pending` when the record could not be
+//! written). The dispatcher only claims `approved` rows, so an approval the audit log does not
+//! hold never runs.
 
 mod error;
 
@@ -28,6 +34,8 @@ const COLUMNS: &str = "id, host, incident, policy, policy_digest, actions, why, 
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Pending,
+    /// Approved by an operator, waiting for its audit record; not dispatched yet.
+    Approving,
     Approved,
     Denied,
     Expired,
@@ -37,6 +45,7 @@ impl State {
     pub fn id(self) -> &'static str {
         match self {
             State::Pending => "pending",
+            State::Approving => "approving",
             State::Approved => "approved",
             State::Denied => "denied",
             State::Expired => "expired",
@@ -45,6 +54,7 @@ impl State {
 
     fn parse(text: &str) -> State {
         match text {
+            "approving" => State::Approving,
             "approved" => State::Approved,
             "denied" => State::Denied,
             "expired" => State::Expired,
@@ -80,6 +90,8 @@ pub struct Approval {
 #[derive(Debug, Clone)]
 pub struct NewApproval {
     pub finding: Finding,
+    /// The incident the finding belongs to (its timeline).
+    pub incident: String,
     pub policy: String,
     pub policy_digest: String,
     pub actions: Vec<String>,
@@ -111,7 +123,7 @@ impl Approvals {
     /// Records a pending approval; asking again for the same decision returns the one there.
     pub async fn request(&self, new: NewApproval, now: UnixMs) -> Result<Approval, ApprovalError> {
         let f = &new.finding;
-        let id = approval_id(&f.id, f.revision, &new.policy);
+        let id = approval_id(&f.host, &f.id, f.revision, &new.policy);
         let expires_at =
             now.saturating_add(i64::try_from(new.expires_in.as_millis()).unwrap_or(i64::MAX));
         let finding = serde_json::to_string(f).map_err(|source| ApprovalError::Finding {
@@ -125,7 +137,7 @@ impl Approvals {
         )))
         .bind(&id)
         .bind(&f.host)
-        .bind(&f.id)
+        .bind(&new.incident)
         .bind(&new.policy)
         .bind(&new.policy_digest)
         .bind(new.actions.join(","))
@@ -135,9 +147,20 @@ impl Approvals {
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
-        self.get(&id)
+        let held = self
+            .get(&id)
             .await?
-            .ok_or_else(|| ApprovalError::NotFound(id))
+            .ok_or_else(|| ApprovalError::NotFound(id.clone()))?;
+        // The id is short (typed by people), so it can collide: a row of another finding is
+        // never handed back as this one's.
+        if held.host != f.host || held.incident != new.incident || held.policy != new.policy {
+            return Err(ApprovalError::Collision {
+                id,
+                host: held.host,
+                incident: held.incident,
+            });
+        }
+        Ok(held)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Approval>, ApprovalError> {
@@ -173,7 +196,9 @@ impl Approvals {
     }
 
     /// Approves a pending, unexpired approval. Exactly one of any number of concurrent calls
-    /// succeeds; the others get `AlreadyDecided` (or `Expired`).
+    /// succeeds; the others get `AlreadyDecided` (or `Expired`). The approval is `approving`:
+    /// no controller dispatches it before [`Approvals::settle`] says its audit record is
+    /// written.
     pub async fn approve(
         &self,
         id: &str,
@@ -181,7 +206,39 @@ impl Approvals {
         reason: &str,
         now: UnixMs,
     ) -> Result<Approval, ApprovalError> {
-        self.decide(id, State::Approved, who, reason, now).await
+        self.decide(id, State::Approving, who, reason, now).await
+    }
+
+    /// Ends an `approving` approval: `approved` (dispatchable) when its audit record was
+    /// written, else `pending` again, so an operator can approve it once the log is back.
+    pub async fn settle(&self, id: &str, audited: bool) -> Result<Approval, ApprovalError> {
+        let changed = if audited {
+            sqlx::query("UPDATE approvals SET state = 'approved' WHERE id = $1 AND state = 'approving'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+        } else {
+            sqlx::query(
+                "UPDATE approvals SET state = 'pending', decided_by = NULL, reason = NULL, \
+                 decided_at = NULL WHERE id = $1 AND state = 'approving'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+        }
+        .rows_affected();
+        let approval = self
+            .get(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        if changed == 1 {
+            return Ok(approval);
+        }
+        Err(ApprovalError::AlreadyDecided {
+            id: id.to_owned(),
+            state: approval.state.id().to_owned(),
+            by: approval.decided_by.unwrap_or_default(),
+        })
     }
 
     /// Denies a pending, unexpired approval (same rules as [`Approvals::approve`]).
@@ -268,10 +325,12 @@ impl Approvals {
         claim_on(tx, id, now).await
     }
 
-    /// Marks every pending approval past its expiry expired; returns them.
+    /// Marks every pending approval past its expiry expired; returns them. An `approving`
+    /// one (its controller died before it settled) expires the same way: never dispatched.
     pub async fn expire_due(&self, now: UnixMs) -> Result<Vec<Approval>, ApprovalError> {
         let due = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM approvals WHERE state = 'pending' AND expires_at <= $1"
+            "SELECT {COLUMNS} FROM approvals WHERE state IN ('pending', 'approving') \
+             AND expires_at <= $1"
         )))
         .bind(now)
         .fetch_all(&self.pool)
@@ -281,7 +340,7 @@ impl Approvals {
             let approval = approval_of(row)?;
             let changed = sqlx::query(
                 "UPDATE approvals SET state = 'expired', decided_at = $1 \
-                 WHERE id = $2 AND state = 'pending'",
+                 WHERE id = $2 AND state IN ('pending', 'approving')",
             )
             .bind(now)
             .bind(&approval.id)
@@ -300,10 +359,12 @@ impl Approvals {
     }
 }
 
-/// 12 hex digits of SHA-256 over the finding revision and the policy: short enough to type.
-fn approval_id(finding: &str, revision: u64, policy: &str) -> String {
+/// 12 hex digits of SHA-256 over the host, the finding revision and the policy: short enough
+/// to type.
+fn approval_id(host: &str, finding: &str, revision: u64, policy: &str) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{finding}@{revision}/{policy}"));
+    // The host is part of the key: one host's finding ids can never name another's approval.
+    let digest = Sha256::digest(format!("{host}\n{finding}@{revision}/{policy}"));
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 

@@ -225,7 +225,7 @@ async fn agent(
                     k => ((seq - 1) % k, (seq - 1) / k + 1),
                 };
                 let finding = Finding {
-                    id: format!("{host}-{run_id}-{n}"),
+                    id: format!("{host}/{run_id}-{n}"),
                     revision,
                     host: host.clone(),
                     cause: Cause::UpstreamRefused as i32,

@@ -75,6 +75,8 @@ pub struct DispatchStats {
     /// Per [`ACTION_RESULTS`].
     pub actions: [AtomicU64; 5],
     pub escalations: AtomicU64,
+    /// Action results refused because the chain they name is another host's.
+    pub foreign_results: AtomicU64,
     /// How long the dispatcher's audit appends took.
     pub audit: Histogram,
     pub audit_failures: AtomicU64,
@@ -89,6 +91,7 @@ impl Default for DispatchStats {
             decisions: Default::default(),
             actions: Default::default(),
             escalations: AtomicU64::new(0),
+            foreign_results: AtomicU64::new(0),
             audit: Histogram::new(&AUDIT_BUCKETS),
             audit_failures: AtomicU64::new(0),
             decision_latency: Histogram::new(&DECISION_BUCKETS),

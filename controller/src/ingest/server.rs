@@ -22,6 +22,10 @@ use super::sink::FindingSink;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the gRPC server to pick them up.
 const ACCEPTED_QUEUE: usize = 1_024;
+/// TLS handshakes under way at once, per listener. A connection arriving while this many are
+/// pending is closed at once (the agent retries with backoff): a flood of clients that never
+/// finish their handshake costs bounded memory and cannot starve the agents for long.
+pub const PENDING_HANDSHAKES: usize = 512;
 
 /// Binds `addr` (resolving nothing but an IP:port).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -92,6 +96,8 @@ pub async fn serve_all<S: FindingSink>(
 type Accepted = Result<TlsStream<TcpStream>, std::io::Error>;
 
 async fn accept_tls(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sender<Accepted>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES));
+    let mut shed: u64 = 0;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -102,10 +108,19 @@ async fn accept_tls(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Send
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            shed += 1;
+            if shed.is_power_of_two() {
+                tracing::warn!(peer = %peer, pending = PENDING_HANDSHAKES, shed, "Too many TLS handshakes under way; closed a new connection.");
+            }
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let _ = tx.send(Ok(stream)).await;

@@ -42,6 +42,10 @@ pub struct Limits {
     pub heartbeat_timeout: Duration,
     /// Acks and action requests waiting to be written to one agent.
     pub outbound_queue: usize,
+    /// Acks one stream holds while they wait for the decision stage (which stops while the
+    /// database is lost). At this many the stream is not read until some leave: the agent
+    /// keeps the rest in its outbox.
+    pub waiting_acks: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +57,7 @@ impl Default for Limits {
             hello_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             outbound_queue: 1_024,
+            waiting_acks: 4_096,
         }
     }
 }
@@ -112,6 +117,9 @@ pub struct IngestStats {
     pub forward_dropped: AtomicU64,
     pub rate_limited: AtomicU64,
     pub streams_refused: AtomicU64,
+    /// Times a stream stopped being read because its acks waiting for decisions were at the
+    /// cap ([`Limits::waiting_acks`]).
+    pub acks_backpressure: AtomicU64,
 }
 
 /// Shared by every stream.
@@ -238,7 +246,10 @@ async fn accept_hello(
             ));
         }
     };
-    let name = ServerName::try_from(hello.host.as_str()).map_err(|_| {
+    // One host, one key: names are compared and kept lowercase (DNS names are
+    // case-insensitive, and so is the certificate check below).
+    let host = hello.host.to_ascii_lowercase();
+    let name = ServerName::try_from(host.as_str()).map_err(|_| {
         Status::invalid_argument(format!(
             "Hello host `{}` is not a valid host name",
             hello.host
@@ -269,7 +280,7 @@ async fn accept_hello(
         }
     }
     Ok(Hello {
-        host: hello.host,
+        host,
         labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
         agent_version: hello.agent_version,
         allowed_actions,
@@ -290,8 +301,15 @@ async fn session<S: FindingSink>(
     // Acks waiting for the decision stage, in the order their messages came.
     let mut waiting: VecDeque<Reply> = VecDeque::new();
     let end: Option<Status> = loop {
+        let room = waiting.len() < limits.waiting_acks;
+        if !room {
+            let times = shared.stats.acks_backpressure.fetch_add(1, Ordering::Relaxed) + 1;
+            if times.is_power_of_two() {
+                tracing::warn!(host = %host, waiting = waiting.len(), times, "Stopped reading an agent's stream until the decision stage catches up.");
+            }
+        }
         let next = tokio::select! {
-            next = tokio::time::timeout(limits.heartbeat_timeout, inbound.message()) => next,
+            next = tokio::time::timeout(limits.heartbeat_timeout, inbound.message()), if room => next,
             () = tx.closed() => break None,
             () = decided_moved(&mut decided), if !waiting.is_empty() => {
                 if send_ready(&mut waiting, decided.as_ref(), &tx).await.is_err() {
@@ -462,6 +480,10 @@ async fn on_finding<S: FindingSink>(
         tracing::warn!(host = %host, finding = %finding.id, reason = %reason, "Refused a finding.");
         return Ok(Reply::now(refused(finding.id, reason)));
     }
+    let finding = Finding {
+        host: host.to_owned(),
+        ..finding
+    };
     let record = Record::Finding {
         host: host.to_owned(),
         finding,
@@ -510,7 +532,7 @@ async fn on_action_result<S: FindingSink>(
             "action result without an action_id".into(),
         )));
     }
-    if result.host != host {
+    if !result.host.eq_ignore_ascii_case(host) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         let reason = format!(
             "action result for host `{}` on the stream of `{host}`",
@@ -519,10 +541,23 @@ async fn on_action_result<S: FindingSink>(
         tracing::warn!(host = %host, action = %result.action_id, reason = %reason, "Refused an action result.");
         return Ok(Reply::now(refused(result.action_id, reason)));
     }
+    if !owned_by(&result.action_id, host) {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let reason = format!(
+            "action id `{}` does not begin with the stream's host `{host}/`: no action of \
+             another host can be answered",
+            truncate(&result.action_id, 200)
+        );
+        tracing::warn!(host = %host, reason = %reason, "Refused an action result.");
+        return Ok(Reply::now(refused(result.action_id, reason)));
+    }
     let id = result.action_id.clone();
     let record = Record::ActionResult {
         host: host.to_owned(),
-        result,
+        result: ActionResult {
+            host: host.to_owned(),
+            ..result
+        },
     };
     let after = match (store(shared, host, &record).await?, record) {
         (Stored::New, Record::ActionResult { result, .. }) => {
@@ -561,10 +596,18 @@ fn invalid_finding(host: &str, finding: &Finding) -> Option<String> {
     if finding.id.is_empty() {
         return Some("finding without an id".into());
     }
-    if finding.host != host {
+    if !finding.host.eq_ignore_ascii_case(host) {
         return Some(format!(
             "finding for host `{}` on the stream of `{host}`",
             finding.host
+        ));
+    }
+    // Every key downstream (dedup, chains, action ids, approvals) starts from the finding id:
+    // it must be this host's, so no agent can name another host's finding.
+    if !owned_by(&finding.id, host) {
+        return Some(format!(
+            "finding id `{}` does not begin with its host `{host}/`",
+            truncate(&finding.id, 200)
         ));
     }
     match Cause::try_from(finding.cause) {
@@ -577,4 +620,25 @@ fn invalid_finding(host: &str, finding: &Finding) -> Option<String> {
         return Some(format!("unknown root cause id {}", finding.root_cause));
     }
     None
+}
+
+/// Whether `id` (a finding id, or an action id derived from one) names `host` first:
+/// `HOST/...`, the host compared case-insensitively.
+fn owned_by(id: &str, host: &str) -> bool {
+    id.get(..host.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(host))
+        && id.as_bytes().get(host.len()) == Some(&b'/')
+}
+
+/// At most `max` bytes of `text` (cut at a character boundary), for messages that quote what
+/// an agent sent.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

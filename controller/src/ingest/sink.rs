@@ -3,9 +3,12 @@
 //! The audit log (SQLite, hash-chained) will implement [`FindingSink`]; until then the
 //! controller has an in-memory sink (tests, load runs) and an append-only JSON-lines file.
 //! The sink owns deduplication: only the durable store knows, after a controller restart,
-//! which (id, revision) it already holds.
+//! which (host, id, revision) it already holds. The host is the one the stream's certificate
+//! proved, so one agent's ids can never shadow another's. What a sink remembers for that is
+//! bounded ([`Seen`]): past its capacity the oldest keys are forgotten (counted), so a resend
+//! older than that many records would be stored again, never lost.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -27,16 +30,18 @@ pub enum Record {
 }
 
 impl Record {
-    /// The identity a resend repeats: (kind, id, revision).
+    /// The identity a resend repeats: (kind, host, id, revision).
     pub fn key(&self) -> RecordKey {
         match self {
-            Record::Finding { finding, .. } => RecordKey {
+            Record::Finding { host, finding } => RecordKey {
                 kind: RecordKind::Finding,
+                host: host.clone(),
                 id: finding.id.clone(),
                 revision: finding.revision,
             },
-            Record::ActionResult { result, .. } => RecordKey {
+            Record::ActionResult { host, result } => RecordKey {
                 kind: RecordKind::ActionResult,
+                host: host.clone(),
                 id: result.action_id.clone(),
                 revision: 0,
             },
@@ -56,8 +61,70 @@ pub enum RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordKey {
     pub kind: RecordKind,
+    /// The authenticated host of the stream that delivered it.
+    pub host: String,
     pub id: String,
     pub revision: u64,
+}
+
+/// Keys a sink remembers by default: a day of a busy fleet's findings, in a few hundred MiB
+/// at most.
+pub const SEEN_CAPACITY: usize = 1_000_000;
+
+/// The keys a sink has stored, at most `capacity` of them: the oldest are forgotten first.
+#[derive(Debug)]
+pub struct Seen {
+    keys: HashSet<RecordKey>,
+    order: VecDeque<RecordKey>,
+    capacity: usize,
+    forgotten: u64,
+}
+
+impl Seen {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            forgotten: 0,
+        }
+    }
+
+    pub fn contains(&self, key: &RecordKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Remembers `key`; false when it was already there.
+    pub fn insert(&mut self, key: RecordKey) -> bool {
+        if self.keys.contains(&key) {
+            return false;
+        }
+        while self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+                self.forgotten += 1;
+                if self.forgotten.is_power_of_two() {
+                    tracing::warn!(capacity = self.capacity, forgotten = self.forgotten, "The findings store forgot its oldest keys; a resend that old would be stored again.");
+                }
+            }
+        }
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Keys forgotten to stay within the capacity.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
 }
 
 /// Whether a stored record was new.
@@ -77,28 +144,51 @@ pub trait FindingSink: Send + Sync + 'static {
     fn store<'a>(&'a self, record: &'a Record) -> BoxFuture<'a, Result<Stored, SinkError>>;
 }
 
-/// Keeps records in memory: for tests and load runs, not durable.
-#[derive(Debug, Default)]
+/// Dedups in memory, not durable: the controller without `--findings-log` (the audit log,
+/// when kept, holds the findings), tests and load runs. It keeps the records themselves only
+/// when made with [`MemorySink::recording`].
+#[derive(Debug)]
 pub struct MemorySink {
     inner: Mutex<MemoryInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MemoryInner {
-    seen: HashSet<RecordKey>,
-    records: Vec<Record>,
+    seen: Seen,
+    records: Option<Vec<Record>>,
+}
+
+impl Default for MemorySink {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemorySink {
+    /// Dedups the last [`SEEN_CAPACITY`] keys; keeps no records.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_capacity(SEEN_CAPACITY, false)
+    }
+
+    /// Also keeps every new record, for [`MemorySink::records`] (tests).
+    pub fn recording() -> Self {
+        Self::with_capacity(SEEN_CAPACITY, true)
+    }
+
+    pub fn with_capacity(capacity: usize, recording: bool) -> Self {
+        Self {
+            inner: Mutex::new(MemoryInner {
+                seen: Seen::new(capacity),
+                records: recording.then(Vec::new),
+            }),
+        }
     }
 
     /// Every new record, in the order it was stored.
     pub fn records(&self) -> Vec<Record> {
         match self.inner.lock() {
-            Ok(inner) => inner.records.clone(),
-            Err(poisoned) => poisoned.into_inner().records.clone(),
+            Ok(inner) => inner.records.clone().unwrap_or_default(),
+            Err(poisoned) => poisoned.into_inner().records.clone().unwrap_or_default(),
         }
     }
 }
@@ -110,7 +200,9 @@ impl FindingSink for MemorySink {
             Err(poisoned) => poisoned.into_inner(),
         };
         let stored = if inner.seen.insert(record.key()) {
-            inner.records.push(record.clone());
+            if let Some(records) = &mut inner.records {
+                records.push(record.clone());
+            }
             Stored::New
         } else {
             Stored::Duplicate
@@ -147,13 +239,18 @@ pub struct FileSink {
 #[derive(Debug)]
 struct FileInner {
     file: File,
-    seen: HashSet<RecordKey>,
+    seen: Seen,
 }
 
 impl FileSink {
     /// Opens (or creates) the store and loads the keys it holds. A torn last line, left by a
     /// crash in the middle of a write, was never acked: it is cut off and the agent resends it.
     pub fn open(path: &Path) -> Result<Self, SinkError> {
+        Self::open_with_capacity(path, SEEN_CAPACITY)
+    }
+
+    /// [`FileSink::open`], remembering at most `capacity` keys (the newest of the file).
+    pub fn open_with_capacity(path: &Path, capacity: usize) -> Result<Self, SinkError> {
         let io = |source| SinkError::Io {
             path: path.to_owned(),
             source,
@@ -164,7 +261,7 @@ impl FileSink {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new(capacity);
         let mut good_len = 0u64;
         let mut reader = BufReader::new(&file);
         let mut text = String::new();
@@ -187,6 +284,7 @@ impl FileSink {
             })?;
             seen.insert(RecordKey {
                 kind: line.kind,
+                host: line.host,
                 id: line.id,
                 revision: line.revision,
             });
@@ -323,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_sink_dedups_on_id_and_revision() {
-        let sink = MemorySink::new();
+        let sink = MemorySink::recording();
         assert_eq!(sink.store(&finding("f1", 1)).await.unwrap(), Stored::New);
         assert_eq!(
             sink.store(&finding("f1", 1)).await.unwrap(),
@@ -331,6 +429,47 @@ mod tests {
         );
         assert_eq!(sink.store(&finding("f1", 2)).await.unwrap(), Stored::New);
         assert_eq!(sink.records().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_same_id_from_two_hosts_is_two_records() {
+        let sink = MemorySink::recording();
+        let mut other = finding("f1", 1);
+        if let Record::Finding { host, finding } = &mut other {
+            *host = "web2".into();
+            finding.host = "web2".into();
+        }
+        assert_eq!(sink.store(&finding("f1", 1)).await.unwrap(), Stored::New);
+        assert_eq!(sink.store(&other).await.unwrap(), Stored::New);
+        assert_eq!(sink.records().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_sink_remembers_at_most_its_capacity_and_counts_what_it_forgot() {
+        let sink = MemorySink::with_capacity(3, false);
+        for i in 0..5 {
+            let id = format!("f{i}");
+            assert_eq!(sink.store(&finding(&id, 1)).await.unwrap(), Stored::New);
+        }
+        let inner = sink.inner.lock().unwrap();
+        assert_eq!(inner.seen.len(), 3);
+        assert_eq!(inner.seen.forgotten(), 2);
+        assert!(inner.records.is_none(), "a non-recording sink keeps no records");
+        drop(inner);
+        // The newest are still known; the oldest would be stored again (never lost).
+        assert_eq!(sink.store(&finding("f4", 1)).await.unwrap(), Stored::Duplicate);
+        assert_eq!(sink.store(&finding("f0", 1)).await.unwrap(), Stored::New);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("findings.jsonl");
+        let file = FileSink::open_with_capacity(&path, 2).unwrap();
+        for i in 0..4 {
+            file.store(&finding(&format!("f{i}"), 1)).await.unwrap();
+        }
+        drop(file);
+        let reopened = FileSink::open_with_capacity(&path, 2).unwrap();
+        assert_eq!(reopened.inner.lock().unwrap().seen.len(), 2);
+        assert_eq!(reopened.store(&finding("f3", 1)).await.unwrap(), Stored::Duplicate);
     }
 
     #[tokio::test]

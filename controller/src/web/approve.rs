@@ -31,9 +31,10 @@ pub(super) fn store_error(e: ApprovalError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, e.to_string())
         }
         ApprovalError::NoReason => ApiError::bad_request(e.to_string()),
-        ApprovalError::Db(_) | ApprovalError::Migrate(_) | ApprovalError::Finding { .. } => {
-            ApiError::internal("the approvals store", &e)
-        }
+        ApprovalError::Db(_)
+        | ApprovalError::Migrate(_)
+        | ApprovalError::Finding { .. }
+        | ApprovalError::Collision { .. } => ApiError::internal("the approvals store", &e),
     }
 }
 
@@ -86,29 +87,48 @@ pub(super) async fn decide(
     }
     .map_err(store_error)?;
     tracing::info!(approval = %decided.id, host = %decided.host, incident = %decided.incident, operator = %operator.name, verdict = verdict.verb(), reason, "Approval decided.");
-    if let Some(audit) = web.audit() {
-        let kind = match verdict {
-            Verdict::Approve => Kind::Approved,
-            Verdict::Deny => Kind::Denied,
-        };
-        let record = NewRecord::new(now, kind, operator.name.clone())
-            .host(decided.host.clone())
-            .incident(decided.incident.clone())
-            .policy(decided.policy.clone(), decided.policy_digest.clone())
-            .body(serde_json::json!({
-                "approval": decided.id,
-                "actions": decided.actions,
-                "reason": reason,
-                "role": operator.role,
-            }));
-        if let Err(e) = audit.append(record).await {
-            // The decision stands (the store holds it, with the operator's name); only its
-            // copy in the chain is missing, which the operator must hear about.
-            tracing::error!(approval = %decided.id, error = %e, "Could not audit an approval decision.");
-        }
+    let kind = match verdict {
+        Verdict::Approve => Kind::Approved,
+        Verdict::Deny => Kind::Denied,
+    };
+    let record = NewRecord::new(now, kind, operator.name.clone())
+        .host(decided.host.clone())
+        .incident(decided.incident.clone())
+        .policy(decided.policy.clone(), decided.policy_digest.clone())
+        .body(serde_json::json!({
+            "approval": decided.id,
+            "actions": decided.actions,
+            "reason": reason,
+            "role": operator.role,
+        }));
+    let audited = match web.audit() {
+        Some(audit) => audit.append(record).await.map(|_| ()),
+        // Approvals live in the audit log's database: there is no store without it.
+        None => Ok(()),
+    };
+    if let Err(e) = &audited {
+        tracing::error!(approval = %decided.id, verdict = verdict.verb(), error = %e, "Could not audit an approval decision.");
     }
-    if verdict == Verdict::Approve {
-        web.hand_to_dispatcher(&decided).await;
+    if verdict == Verdict::Deny {
+        // A denial runs nothing; it stands (the store holds it, with the operator's name),
+        // and only its copy in the chain is missing, which the log above says.
+        return Ok(decided);
     }
-    Ok(decided)
+    // An approval the audit log does not hold never runs: it goes back to pending.
+    let settled = store
+        .settle(&decided.id, audited.is_ok())
+        .await
+        .map_err(store_error)?;
+    if let Err(e) = audited {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "approval {} could not be written to the audit log ({e}); it is pending again \
+                 and nothing runs: approve it again once the audit log is back",
+                decided.id
+            ),
+        ));
+    }
+    web.hand_to_dispatcher(&settled).await;
+    Ok(settled)
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,9 @@ pub struct Launch<'a> {
     pub args: &'a [&'a str],
     /// Its log level (`RUST_LOG`).
     pub log_level: &'a str,
+    /// The PKI directory (`gatemend pki init`) for mutual TLS with the agents; `None`:
+    /// `--insecure`.
+    pub tls_dir: Option<&'a Path>,
 }
 
 impl Default for Launch<'_> {
@@ -106,6 +109,7 @@ impl Default for Launch<'_> {
             policy: APPROVE_RESTART,
             args: &[],
             log_level: "info",
+            tls_dir: None,
         }
     }
 }
@@ -138,7 +142,12 @@ impl Controller {
         let grpc = free_addr();
         let http = free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_gatemend-controller"))
-            .args(["--listen", &grpc.to_string(), "--insecure", "--policies"])
+            .args(["--listen", &grpc.to_string()])
+            .args(match launch.tls_dir {
+                Some(dir) => vec!["--tls-dir".into(), dir.as_os_str().to_owned()],
+                None => vec!["--insecure".into()],
+            })
+            .arg("--policies")
             .arg(&policies)
             .args(["--db", &db, "--http-listen", &http.to_string(), "--tokens"])
             .arg(&tokens)
@@ -258,7 +267,10 @@ impl Controller {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (status, t) = self
-                .get(&self.vera, &format!("/api/v1/incidents/{incident}"))
+                .get(
+                    &self.vera,
+                    &format!("/api/v1/incidents/{}", encode(incident)),
+                )
                 .await;
             if status == 200 {
                 let records = t["records"].as_array().cloned().unwrap_or_default();
@@ -274,6 +286,17 @@ impl Controller {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `text` as one URL path segment: every byte but letters, digits, `-`, `.` and `_`
+/// percent-encoded (incident ids hold `/` and `:`).
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Prometheus text as samples by series (`name{labels}`); comments skipped.
@@ -309,7 +332,33 @@ pub struct Agent {
 
 impl Agent {
     pub async fn connect(addr: SocketAddr, host: &str) -> Agent {
-        let mut client = LinkClient::connect(format!("http://{addr}")).await.unwrap();
+        let client = LinkClient::connect(format!("http://{addr}")).await.unwrap();
+        Agent::hello(client, host).await
+    }
+
+    /// Over mutual TLS, with the certificate `gatemend pki issue --host cert_host` made in
+    /// `pki`, saying Hello as `host`.
+    pub async fn connect_tls(addr: SocketAddr, pki: &Path, cert_host: &str, host: &str) -> Agent {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let read = |path: PathBuf| std::fs::read(path).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(pki.join("ca.pem"))))
+            .identity(Identity::from_pem(
+                read(pki.join(format!("hosts/{cert_host}.pem"))),
+                read(pki.join(format!("hosts/{cert_host}.key"))),
+            ))
+            .domain_name("gatemend-controller");
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Agent::hello(LinkClient::new(channel), host).await
+    }
+
+    async fn hello(mut client: LinkClient<tonic::transport::Channel>, host: &str) -> Agent {
         let (tx, rx) = mpsc::channel(100);
         tx.send(AgentMessage {
             body: Some(agent_message::Body::Hello(Hello {
@@ -364,6 +413,22 @@ impl Agent {
                     assert!(ack.refused.is_empty(), "refused: {}", ack.refused);
                 }
                 None => panic!("an empty controller message"),
+            }
+        }
+    }
+
+    /// The next ack (refused or not), skipping action requests; None when nothing comes
+    /// within `wait`.
+    pub async fn next_ack(&mut self, wait: Duration) -> Option<gatemend_proto::v1::Ack> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.inbound.message())
+                .await
+                .ok()?
+                .unwrap()
+                .unwrap();
+            if let Some(controller_message::Body::Ack(ack)) = message.body {
+                return Some(ack);
             }
         }
     }
