@@ -34,6 +34,10 @@ pub enum Kind {
     Verification,
     /// The incident is resolved.
     Resolved,
+    /// The incident moved to another stage of its lifecycle (body: from, to, why).
+    Incident,
+    /// A human was paged about the incident, again (body: why, the page's number).
+    Renotified,
     /// The incident was escalated to a human.
     Escalated,
     /// The controller refused to act (a guard, a storm hold, dry-run).
@@ -46,11 +50,14 @@ pub enum Kind {
     HostOnline,
     /// An agent went away.
     HostOffline,
+    /// The review UI locked a client address out after failed logins (body: the address, the
+    /// failures, how long).
+    LoginLockout,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Finding,
         Kind::Decision,
         Kind::ApprovalRequested,
@@ -62,12 +69,15 @@ impl Kind {
         Kind::ActionResult,
         Kind::Verification,
         Kind::Resolved,
+        Kind::Incident,
+        Kind::Renotified,
         Kind::Escalated,
         Kind::Refused,
         Kind::PolicyReloaded,
         Kind::PolicyRejected,
         Kind::HostOnline,
         Kind::HostOffline,
+        Kind::LoginLockout,
     ];
 
     /// The stored (and hashed) name.
@@ -84,12 +94,15 @@ impl Kind {
             Kind::ActionResult => "action_result",
             Kind::Verification => "verification",
             Kind::Resolved => "resolved",
+            Kind::Incident => "incident",
+            Kind::Renotified => "renotified",
             Kind::Escalated => "escalated",
             Kind::Refused => "refused",
             Kind::PolicyReloaded => "policy_reloaded",
             Kind::PolicyRejected => "policy_rejected",
             Kind::HostOnline => "host_online",
             Kind::HostOffline => "host_offline",
+            Kind::LoginLockout => "login_lockout",
         }
     }
 }

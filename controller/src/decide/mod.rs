@@ -4,7 +4,9 @@
 //!
 //! The order of a decision:
 //! 1. Policies are tried highest priority first; the first whose `match` accepts the finding
-//!    decides ([`matches`]). None: [`Outcome::NoPolicy`].
+//!    decides ([`matches`]). None: [`Outcome::NoPolicy`]. One that matches in everything but
+//!    its threshold holds the finding (watched: [`Guard::Threshold`]); lower-priority policies
+//!    are not asked.
 //! 2. Every guard of that policy gives a verdict ([`Verdicts`], kept for `explain`), and the
 //!    first that objects, in this order, decides:
 //!    - storm: that share of the online hosts shows the cause: escalate once, then hold;
@@ -21,6 +23,7 @@
 
 mod error;
 mod finding;
+pub mod incident;
 mod state;
 
 use std::fmt;
@@ -32,9 +35,10 @@ use crate::policy::{Mode, Policy, PolicySet, format_duration};
 
 pub use error::FindingError;
 pub use finding::{Finding, UnixMs};
+pub use incident::{Incident, Stage};
 pub use state::{
-    Acted, Attempts, ChainState, Changes, FleetData, FleetState, HostState, InFlight, Seen,
-    StormEpisode,
+    Acted, Attempts, ChainState, Changes, FleetData, FleetState, HostState, InFlight,
+    MAX_INCIDENTS_PER_HOST, Seen, StormEpisode,
 };
 
 use state::window_ms;
@@ -59,6 +63,9 @@ pub enum Guard {
     MaxAttempts,
     /// The fleet-wide limits.
     Fleet,
+    /// The finding is below the matching policy's threshold: watched, not handed to a
+    /// lower-priority policy.
+    Threshold,
 }
 
 impl Guard {
@@ -70,6 +77,7 @@ impl Guard {
             Guard::Cooldown => "cooldown",
             Guard::MaxAttempts => "max_attempts",
             Guard::Fleet => "fleet",
+            Guard::Threshold => "threshold",
         }
     }
 }
@@ -344,11 +352,25 @@ pub fn decide<'p>(
     if f.resolved {
         return Decision::without_policy(Outcome::Resolved);
     }
-    set.for_cause(f.cause)
-        .find(|p| matches(p, f, state, now).is_ok())
-        .map_or(Decision::without_policy(Outcome::NoPolicy), |p| {
-            judge(p, f, state, now, opts)
-        })
+    for p in set.for_cause(f.cause) {
+        match matches(p, f, state, now) {
+            Ok(()) => return judge(p, f, state, now, opts),
+            // Everything but the count matched: the policy watches it. A lower-priority policy
+            // (a catch-all that pages) must not take what this one is waiting to act on.
+            Err(Mismatch::Threshold { .. }) => {
+                return Decision {
+                    policy: Some(p),
+                    outcome: Outcome::Held {
+                        guard: Guard::Threshold,
+                        until: None,
+                    },
+                    verdicts: None,
+                };
+            }
+            Err(_) => {}
+        }
+    }
+    Decision::without_policy(Outcome::NoPolicy)
 }
 
 /// Why a policy's `match` did not accept a finding.

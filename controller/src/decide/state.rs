@@ -24,6 +24,10 @@ use gatemend_proto::Cause;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::finding::{Finding, UnixMs};
+use super::incident::{Incident, key_of};
+
+/// Open incidents kept per host at most; a finding past that joins the newest one (logged).
+pub const MAX_INCIDENTS_PER_HOST: usize = 256;
 
 /// One host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +50,9 @@ pub struct HostState {
     /// The controller its agent is connected to, while online (several controllers share one
     /// database: only that one marks it offline).
     pub controller: String,
+    /// Its open incidents, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<Incident>,
 }
 
 /// A cause's latest sighting on a host.
@@ -452,6 +459,89 @@ impl FleetState {
             action.chain = Some(chain);
             self.changes.in_flight = true;
         }
+    }
+
+    /// The open incident finding `f` belongs to, opening one when it fails and none takes it.
+    /// `None` for a resolved finding of no open incident. Returns the incident's id.
+    pub fn incident_for(&mut self, f: &Finding, now: UnixMs) -> Option<String> {
+        self.changes.hosts.insert(f.host.clone());
+        let host = self.data.hosts.entry(f.host.clone()).or_default();
+        // Its own incident first (a later revision), then one of the same upstream.
+        let found = host
+            .incidents
+            .iter()
+            .position(|i| i.failing.contains(&f.id) || i.id == f.id)
+            .or_else(|| host.incidents.iter().position(|i| i.takes(f)));
+        if let Some(at) = found {
+            return host.incidents.get(at).map(|i| i.id.clone());
+        }
+        if f.resolved {
+            return None;
+        }
+        if host.incidents.len() >= MAX_INCIDENTS_PER_HOST {
+            tracing::warn!(host = %f.host, finding = %f.id, key = %key_of(f), max = MAX_INCIDENTS_PER_HOST, "Too many open incidents on one host; the finding joins the newest.");
+            return host.incidents.last().map(|i| i.id.clone());
+        }
+        host.incidents.push(Incident::open(f, now));
+        Some(f.id.clone())
+    }
+
+    /// The open incident `id` of `host`, to change (the change is recorded).
+    pub fn incident_mut(&mut self, host: &str, id: &str) -> Option<&mut Incident> {
+        let state = self.data.hosts.get_mut(host)?;
+        let incident = state.incidents.iter_mut().find(|i| i.id == id)?;
+        self.changes.hosts.insert(host.to_owned());
+        Some(incident)
+    }
+
+    /// The open incident `id` of `host`.
+    pub fn incident(&self, host: &str, id: &str) -> Option<&Incident> {
+        self.data.hosts.get(host)?.incidents.iter().find(|i| i.id == id)
+    }
+
+    /// The id of the open incident of `host` whose action chain is `chain`, or which holds
+    /// finding `finding`.
+    pub fn incident_of(&self, host: &str, chain: Option<&str>, finding: &str) -> Option<String> {
+        let incidents = &self.data.hosts.get(host)?.incidents;
+        incidents
+            .iter()
+            .find(|i| chain.is_some() && i.chain.as_deref() == chain)
+            .or_else(|| {
+                incidents
+                    .iter()
+                    .find(|i| i.id == finding || i.failing.contains(finding))
+            })
+            .map(|i| i.id.clone())
+    }
+
+    /// The open incident of `host` waiting for approval `approval`.
+    pub fn incident_of_approval(&self, host: &str, approval: &str) -> Option<String> {
+        self.data
+            .hosts
+            .get(host)?
+            .incidents
+            .iter()
+            .find(|i| i.approval.as_ref().is_some_and(|(a, _)| a == approval))
+            .map(|i| i.id.clone())
+    }
+
+    /// Forgets the resolved incidents of `host`.
+    pub fn drop_resolved(&mut self, host: &str) {
+        if let Some(state) = self.data.hosts.get_mut(host) {
+            let before = state.incidents.len();
+            state.incidents.retain(Incident::is_open);
+            if state.incidents.len() != before {
+                self.changes.hosts.insert(host.to_owned());
+            }
+        }
+    }
+
+    /// Every open incident, with its host.
+    pub fn incidents(&self) -> impl Iterator<Item = (&str, &Incident)> {
+        self.data
+            .hosts
+            .iter()
+            .flat_map(|(name, h)| h.incidents.iter().map(move |i| (name.as_str(), i)))
     }
 
     /// What changed since the last call; resets the record.

@@ -25,6 +25,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Escalation {
     /// Stable for one decision: a receiver can drop a repeat.
     pub id: String,
+    /// `page` (the first about an incident), `renotify` (it is still failing) or `resolved`
+    /// (a paged incident resolved).
+    pub event: String,
+    /// The incident it is about: its timeline is `/incidents/{incident}` in the review UI.
+    pub incident: String,
     pub host: String,
     pub finding_id: String,
     pub cause: String,

@@ -27,8 +27,10 @@
 //!       max_attempts: 3                    # per host + cause, then escalate [3]
 //!       attempts_window: 1h                # healthy this long resets the attempts [1h]
 //!       fleet: { max_concurrent: 2, max_percent: 10 }   # over ALL policies [1, 100]
-//!       storm: { hosts_percent: 30, min_hosts: 3, within: 2m }   # [none]
-//!     escalate: { webhook: "http://127.0.0.1:9099/hook" }      # optional
+//!       storm: { hosts_percent: 30, min_hosts: 3, within: 2m }   # [none; min_hosts 3]
+//!     escalate:                            # optional
+//!       webhook: "http://127.0.0.1:9099/hook"   # [the controller's --escalate-webhook]
+//!       renotify: 30m                      # a paged incident still failing is paged again [30m]
 //!     approval: { expires: 30m }           # approve mode: how long an approval stays open [30m]
 //! ```
 //!
@@ -52,7 +54,7 @@ use sha2::{Digest as _, Sha256};
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use error::{PolicyError, Pos, Problem};
 pub use model::{
-    DEFAULT_APPROVAL_EXPIRY, Digest, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode,
+    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Digest, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode,
     Policy, PolicySet, Source, SourceFile, Storm, Threshold, Verify,
 };
 

@@ -161,11 +161,16 @@ pub struct FleetLimit {
 pub struct Storm {
     /// Share of the online hosts, in percent.
     pub hosts_percent: u8,
-    /// And at least this many hosts.
+    /// And at least this many hosts ([`DEFAULT_STORM_MIN_HOSTS`] when the policy leaves it
+    /// out).
     pub min_hosts: u32,
     /// Seen within this window.
     pub within: Duration,
 }
+
+/// A storm's `min_hosts` when the policy does not say: one or two hosts failing together is
+/// not a storm, even where they are 30% of a small fleet; they are mended one at a time.
+pub const DEFAULT_STORM_MIN_HOSTS: u32 = 3;
 
 /// The guards of a policy. Absent keys take the conservative defaults of [`Guards::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,12 +204,20 @@ impl Default for Guards {
     }
 }
 
-/// Where escalations of this policy go.
+/// Where escalations of this policy go, and how often a page about an incident that keeps
+/// failing is sent again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escalate {
-    /// An http(s) URL that receives a JSON POST.
-    pub webhook: String,
+    /// An http(s) URL that receives a JSON POST; without one, the controller's
+    /// `--escalate-webhook`.
+    pub webhook: Option<String>,
+    /// A paged incident still failing this long after its latest page is paged again.
+    pub renotify: Duration,
 }
+
+/// How often a paged, still failing incident is paged again when the policy does not say
+/// (`escalate: { renotify: 30m }`).
+pub const DEFAULT_RENOTIFY: Duration = Duration::from_secs(30 * 60);
 
 /// One validated policy.
 #[derive(Debug, Clone)]
@@ -237,6 +250,18 @@ pub struct Policy {
 pub const DEFAULT_APPROVAL_EXPIRY: Duration = Duration::from_secs(30 * 60);
 
 impl Policy {
+    /// Its escalations' webhook, when it names one.
+    pub fn webhook(&self) -> Option<&str> {
+        self.escalate.as_ref().and_then(|e| e.webhook.as_deref())
+    }
+
+    /// How often a paged incident it decided is paged again while it keeps failing.
+    pub fn renotify(&self) -> Duration {
+        self.escalate
+            .as_ref()
+            .map_or(DEFAULT_RENOTIFY, |e| e.renotify)
+    }
+
     /// True when the policy only notifies a human: nothing runs on a host, so the host and
     /// fleet guards do not apply to it.
     pub fn escalates_only(&self) -> bool {

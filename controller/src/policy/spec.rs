@@ -96,14 +96,16 @@ pub(super) struct FleetSpec {
 #[serde(deny_unknown_fields)]
 pub(super) struct StormSpec {
     pub hosts_percent: u64,
-    pub min_hosts: u64,
+    /// Absent: [`super::model::DEFAULT_STORM_MIN_HOSTS`].
+    pub min_hosts: Option<u64>,
     pub within: DurationText,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EscalateSpec {
-    pub webhook: String,
+    pub webhook: Option<String>,
+    pub renotify: Option<DurationText>,
 }
 
 /// A duration's text, parsed in the second pass. Its own type so that a list or a mapping

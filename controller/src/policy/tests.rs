@@ -99,7 +99,7 @@ fn the_issue_example_loads_with_every_field_typed() {
         }
     );
     assert_eq!(
-        p.escalate.as_ref().map(|e| e.webhook.as_str()),
+        p.webhook(),
         Some("http://127.0.0.1:9099/hook")
     );
     assert_eq!(p.source.file.path, PathBuf::from("p/php.yaml"));
@@ -260,6 +260,31 @@ fn bad_and_zero_durations_are_refused() {
             "p.yaml:15:17: policies[0].guards.cooldown: invalid duration `5 minutes`: no spaces allowed; write a number and a unit (ms, s, m, h, d), such as 30s, 5m or 1h30m",
             "p.yaml:17:24: policies[0].guards.attempts_window: invalid duration `30m1h`: units must go from the largest to the smallest, each once; write a number and a unit (ms, s, m, h, d), such as 30s, 5m or 1h30m",
         ]
+    );
+}
+
+#[test]
+fn a_storm_without_min_hosts_takes_the_documented_default() {
+    // As a new user writes it: the share and the window, no minimum.
+    let text = VALID.replace(
+        "storm: { hosts_percent: 30, min_hosts: 3, within: 2m }",
+        "storm: { hosts_percent: 30, within: 2m }",
+    );
+    let set = run(&[("p.yaml", text.as_bytes())]).unwrap();
+    assert_eq!(
+        set.policies()[0].guards.storm,
+        Some(Storm {
+            hosts_percent: 30,
+            min_hosts: DEFAULT_STORM_MIN_HOSTS,
+            within: Duration::from_secs(120)
+        })
+    );
+    assert_eq!(DEFAULT_STORM_MIN_HOSTS, 3, "as policy/mod.rs and README say");
+    // The share and the window define the storm: they stay required.
+    let no_window = VALID.replace("min_hosts: 3, within: 2m", "min_hosts: 3");
+    assert_eq!(
+        errors_of("p.yaml", &no_window),
+        ["p.yaml:19:14: policies[0].guards.storm: missing field `within`"]
     );
 }
 

@@ -11,7 +11,7 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use super::duration;
 use super::error::Problem;
 use super::model::{
-    DEFAULT_APPROVAL_EXPIRY, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy,
+    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy,
     Source, SourceFile, Storm, Threshold, Verify,
 };
 use super::spec::{
@@ -98,18 +98,30 @@ fn policy(
     let escalate = match spec.escalate {
         None => Some(None),
         Some(e) => {
-            let url = e.webhook;
-            let ok = ["http://", "https://"]
-                .iter()
-                .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
-            problems.check(
-                at.key("escalate").key("webhook"),
-                if ok {
-                    Ok(Some(Escalate { webhook: url }))
-                } else {
-                    Err(Problem::Webhook(url))
-                },
-            )
+            let webhook = match e.webhook {
+                None => Some(None),
+                Some(url) => {
+                    let ok = ["http://", "https://"]
+                        .iter()
+                        .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
+                    problems.check(
+                        at.key("escalate").key("webhook"),
+                        if ok {
+                            Ok(Some(url))
+                        } else {
+                            Err(Problem::Webhook(url))
+                        },
+                    )
+                }
+            };
+            let renotify = match e.renotify {
+                None => Some(DEFAULT_RENOTIFY),
+                Some(text) => span(&text, &at.key("escalate").key("renotify"), problems),
+            };
+            match (webhook, renotify) {
+                (Some(webhook), Some(renotify)) => Some(Some(Escalate { webhook, renotify })),
+                _ => None,
+            }
         }
     };
     let approval_expires = match spec.approval {
@@ -240,7 +252,11 @@ fn guards(spec: GuardsSpec, at: &DocPath, problems: &mut Problems) -> Option<Gua
 
 fn storm(spec: StormSpec, at: &DocPath, problems: &mut Problems) -> Option<Storm> {
     let hosts_percent = percent(spec.hosts_percent, &at.key("hosts_percent"), problems);
-    let min_hosts = nonzero(spec.min_hosts, &at.key("min_hosts"), problems);
+    let min_hosts = spec
+        .min_hosts
+        .map_or(Some(DEFAULT_STORM_MIN_HOSTS), |n| {
+            nonzero(n, &at.key("min_hosts"), problems)
+        });
     let within = span(&spec.within, &at.key("within"), problems);
     Some(Storm {
         hosts_percent: hosts_percent?,
