@@ -51,6 +51,11 @@ pub struct StackSpec {
     /// Keep the audit, the approvals and the fleet state in a PostgreSQL server started for
     /// this stack (one database every controller shares) instead of a SQLite file.
     pub postgres: bool,
+    /// The name host `i`'s agent runs under (its config's `host`, its certificate's DNS name)
+    /// when the list has an `i`th entry; else the testbed host's own name (`gmN`). A cloud
+    /// fleet's names are long (`ip-10-0-1-23.eu-west-1.compute.internal`), and every id the
+    /// agent and the controller derive carries them.
+    pub agent_host_names: Vec<String>,
 }
 
 impl StackSpec {
@@ -64,6 +69,7 @@ impl StackSpec {
             scratch: None,
             controllers: 1,
             postgres: false,
+            agent_host_names: Vec::new(),
         }
     }
 }
@@ -96,6 +102,13 @@ impl Stack {
         if spec.controllers > 1 && !spec.postgres {
             bail!("several controllers share one PostgreSQL database: set StackSpec::postgres");
         }
+        if spec.agent_host_names.len() > spec.hosts {
+            bail!(
+                "{} agent host names for {} hosts",
+                spec.agent_host_names.len(),
+                spec.hosts
+            );
+        }
         // Started before the hosts boot: a missing PostgreSQL fails the test at once.
         let postgres = if spec.postgres {
             let pg = PgCluster::start(false)?;
@@ -121,7 +134,16 @@ impl Stack {
         let fleet = Fleet::boot(spec.hosts, &host_spec)?;
         let outer: Vec<Ipv4Addr> = fleet.hosts().iter().map(Host::outer_addr).collect();
         let ports = free_ports(&outer, spec.controllers)?;
-        make_pki(&dir.join("pki"), fleet.hosts())?;
+        let names: Vec<String> = (0..fleet.hosts().len())
+            .map(|i| agent_name(spec, fleet.hosts(), i))
+            .collect();
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != names.len() {
+            bail!("two hosts' agents would run under one name: {names:?}");
+        }
+        make_pki_named(&dir.join("pki"), fleet.hosts(), &names)?;
         let http = free_ports(&[Ipv4Addr::LOCALHOST], spec.controllers)?
             .into_iter()
             .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
@@ -145,10 +167,17 @@ impl Stack {
             // Host i lists the controllers from controller i on: the fleet spreads over them.
             let mut ports = stack.ports.clone();
             ports.rotate_left(i % spec.controllers);
-            install_agent(host, &stack.dir.join("pki"), &ports, &spec.agent_yaml)?;
+            let name = stack.agent_name(i);
+            install_agent(
+                host,
+                &name,
+                &stack.dir.join("pki"),
+                &ports,
+                &spec.agent_yaml,
+            )?;
         }
-        for (i, host) in stack.fleet.hosts().iter().enumerate() {
-            let name = host.name();
+        for i in 0..stack.fleet.hosts().len() {
+            let name = stack.agent_name(i);
             stack.controller_n(i % spec.controllers)?.wait_for(
                 &format!("{name} to connect"),
                 Duration::from_secs(60),
@@ -160,6 +189,12 @@ impl Stack {
 
     pub fn hosts(&self) -> &[Host] {
         self.fleet.hosts()
+    }
+
+    /// The name host `i`'s agent runs under: what the controller's log, the audit and the
+    /// action ids call it ([`StackSpec::agent_host_names`], else the host's own name).
+    pub fn agent_name(&self, i: usize) -> String {
+        agent_name(&self.spec, self.fleet.hosts(), i)
     }
 
     /// The scratch directory: `pki/`, `controller.log`, `findings.jsonl`.
@@ -364,6 +399,14 @@ impl Stack {
             *slot = None;
         }
     }
+}
+
+fn agent_name(spec: &StackSpec, hosts: &[Host], i: usize) -> String {
+    spec.agent_host_names
+        .get(i)
+        .cloned()
+        .or_else(|| hosts.get(i).map(Host::name))
+        .unwrap_or_default()
 }
 
 /// The `--controller-id` of controller `i`: `c1`, `c2`, ...
@@ -591,6 +634,12 @@ pub fn free_port(addrs: &[Ipv4Addr]) -> anyhow::Result<u16> {
 
 /// The CA, the controller's certificate for every outer address, one certificate per host.
 pub fn make_pki(dir: &Path, hosts: &[Host]) -> anyhow::Result<()> {
+    let names: Vec<String> = hosts.iter().map(Host::name).collect();
+    make_pki_named(dir, hosts, &names)
+}
+
+/// [`make_pki`] with the hosts' agents under `names` (one per host, in order).
+pub fn make_pki_named(dir: &Path, hosts: &[Host], names: &[String]) -> anyhow::Result<()> {
     let dir_s = dir.to_str().context("PKI path is not UTF-8")?;
     let sans: Vec<String> = hosts.iter().map(|h| h.outer_addr().to_string()).collect();
     let mut init = vec!["pki", "init", dir_s];
@@ -598,8 +647,8 @@ pub fn make_pki(dir: &Path, hosts: &[Host]) -> anyhow::Result<()> {
         init.extend(["--san", san.as_str()]);
     }
     gatemend(&init)?;
-    for host in hosts {
-        gatemend(&["pki", "issue", "--host", &host.name(), dir_s])?;
+    for name in names {
+        gatemend(&["pki", "issue", "--host", name, dir_s])?;
     }
     Ok(())
 }
@@ -623,10 +672,15 @@ fn make_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// The host's certificate and config (the controllers' `ports`, tried in that order), the
-/// deploy unit, and the agent started through it.
-fn install_agent(host: &Host, pki: &Path, ports: &[u16], extra_yaml: &str) -> anyhow::Result<()> {
-    let name = host.name();
+/// The host's certificate and config for an agent named `name` (the controllers' `ports`,
+/// tried in that order), the deploy unit, and the agent started through it.
+fn install_agent(
+    host: &Host,
+    name: &str,
+    pki: &Path,
+    ports: &[u16],
+    extra_yaml: &str,
+) -> anyhow::Result<()> {
     host.sh(&format!("mkdir -p {PKI_INSIDE}"))?;
     host.write(
         &format!("{PKI_INSIDE}/ca.pem"),

@@ -43,27 +43,38 @@ fn a_root_owned_socket_is_given_back_to_the_pools_owner_and_php_is_served_again(
 }
 
 #[test]
-fn values_the_pool_file_disagrees_with_are_applied_and_the_result_says_the_pool_makes_it_last() {
+fn values_the_pool_file_disagrees_with_are_applied_only_when_the_host_allows_them() {
     let fleet = boot();
     let host = &fleet.hosts()[0];
     host.sh(&format!(
         "chown root:root {PHP_SOCKET} && chmod 600 {PHP_SOCKET}"
     ))
     .unwrap();
-    let fixed = act(
-        host,
-        &[
-            "fix_socket_ownership",
-            "--socket",
-            PHP_SOCKET,
-            "--owner",
-            "root",
-            "--group",
-            "www-data",
-            "--mode",
-            "0660",
-        ],
+    let args = [
+        "fix_socket_ownership",
+        "--socket",
+        PHP_SOCKET,
+        "--owner",
+        "root",
+        "--group",
+        "www-data",
+        "--mode",
+        "0660",
+    ];
+    // The pool says www-data: another owner is the host's decision, not the request's.
+    let refused = act(host, &args);
+    assert_eq!(refused.status(), "refused", "{refused}");
+    assert!(
+        refused
+            .message()
+            .contains("this host's config does not allow `root`"),
+        "{refused}"
     );
+    assert_eq!(lstat(host, PHP_SOCKET), (0, 0, 0o600, true, false));
+    let mut config = act_support::CONFIG.to_owned();
+    config.push_str("  socket_ownership: { owners: [root] }\n");
+    host.write("/etc/gatemend/agent.yaml", &config).unwrap();
+    let fixed = act(host, &args);
     assert_eq!(fixed.code, 0, "{fixed}");
     let (_, gid) = www_data(host);
     assert_eq!(lstat(host, PHP_SOCKET), (0, gid, 0o660, true, false));
