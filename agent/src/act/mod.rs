@@ -2,9 +2,9 @@
 //!
 //! The controller asks; the host decides. A request goes through four stages:
 //!
-//! 1. [`admit`] (pure): the action is in `allowed_actions`, its unit or socket path matches the
-//!    config's globs. Nothing on the host is read before this passes, so a unit outside the
-//!    allow-list is not even loaded.
+//! 1. [`admit`] (pure): the action is in `allowed_actions`, its unit and socket path match the
+//!    config's globs (a restart's socket too: verification connects to it as root). Nothing on
+//!    the host is read before this passes, so a unit outside the allow-list is not even loaded.
 //! 2. `observe` (read-only I/O): the unit's state, the socket's `lstat`, the php-fpm pools, the
 //!    user database; gathered into [`Facts`], under the unit's lock.
 //! 3. [`plan`] (pure): request + settings + facts -> a [`Plan`] or a [`Refusal`]. The plan is
@@ -156,7 +156,7 @@ pub struct Facts {
     pub nginx_unit: Option<UnitState>,
 }
 
-/// The pure allow-list check: the kind is allowed, and its unit or socket path matches the
+/// The pure allow-list check: the kind is allowed, and its unit and socket path match the
 /// config's globs. Returns the kind.
 pub fn admit(request: &ActionRequest, settings: &Settings) -> Result<ActionKind, Refusal> {
     let kind = ActionKind::try_from(request.kind).unwrap_or(ActionKind::Unspecified);

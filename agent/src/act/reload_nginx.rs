@@ -133,7 +133,10 @@ pub fn children(parent: u32) -> Vec<u32> {
 /// Whether a process is nginx, from what /proc says of it: its executable (`/proc/PID/exe`)
 /// is one of `binaries` (the configured nginx binary and its canonical path; an upgraded binary
 /// reads `PATH (deleted)`), or, only when the executable cannot be read, its command name
-/// (`/proc/PID/comm`) is the binary's file name. Pure; `Err` says why not.
+/// (`/proc/PID/comm`) is the binary's file name. The hardened unit cannot always read the exe
+/// link of a root master (reading it needs the caller to hold every capability the target
+/// holds, or CAP_SYS_PTRACE), while `comm` is readable by anyone: it still tells a reused pid
+/// of another program from nginx. Pure; `Err` says why not.
 pub fn is_nginx(
     exe: Option<&Path>,
     comm: Option<&str>,
