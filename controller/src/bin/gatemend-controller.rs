@@ -1,7 +1,7 @@
 //! `gatemend-controller`: the controller daemon.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use gatemend_controller::ingest::{
 use gatemend_controller::pki;
 use gatemend_controller::policy::reload::Reload;
 use gatemend_controller::policy::{self, PolicySet};
-use gatemend_controller::web::{self, Tokens, Web};
+use gatemend_controller::web::{self, Tokens, Transport, Web};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Parser)]
@@ -93,6 +93,15 @@ struct Cli {
     /// new` prints an entry).
     #[arg(long, requires = "http_listen")]
     tokens: Option<PathBuf>,
+    /// The UI is reached through TLS only (a TLS proxy in front of it): the session cookie is
+    /// `__Host-gatemend_session`, `Secure`. Without it, the cookie is for plain HTTP.
+    #[arg(long, requires = "http_listen")]
+    http_secure_cookies: bool,
+    /// A reverse proxy in front of the UI (repeatable): from it, `X-Forwarded-Proto: https`
+    /// makes the session cookie `__Host-` and `Secure`, and `X-Forwarded-For` names the client
+    /// that failed logins count against. Those headers from any other peer are ignored.
+    #[arg(long, requires = "http_listen")]
+    http_trusted_proxy: Vec<IpAddr>,
 }
 
 /// Ingest events waiting for the decision stage.
@@ -230,7 +239,11 @@ async fn serve<S: FindingSink>(
             .ingest_stats(service.stats())
             .dispatcher(dispatch)
             .dispatch_stats(dispatch_stats)
-            .health(health);
+            .health(health)
+            .transport(Transport {
+                secure_cookies: cli.http_secure_cookies,
+                trusted_proxies: cli.http_trusted_proxy.clone(),
+            });
         if let Some(audit) = audit {
             ui = ui.audit(audit);
         }

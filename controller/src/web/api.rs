@@ -13,12 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use super::approve::{self, Verdict};
 use super::incidents::{IncidentSummary, Summaries};
-use super::{Operator, Role, Web, parse_time};
+use super::{Client, Operator, Role, SignIn, Web, parse_time, retry_after_secs};
 use crate::approvals::{Approval, State as ApprovalState};
 use crate::audit::{Filter, Kind, Record, Verification, now_ms};
 
 /// Records an audit search returns unless told otherwise.
 pub const DEFAULT_AUDIT_LIMIT: u64 = 1_000;
+/// Records an audit search (or an incident's timeline) returns at most, whatever `limit`
+/// asks: each is held in memory while the answer is built, and any viewer may ask.
+pub const MAX_AUDIT_LIMIT: u64 = 10_000;
+/// The response header that says more records matched than the answer holds.
+pub const TRUNCATED_HEADER: &str = "x-gatemend-truncated";
+/// The response header that says how many records the answer could hold (the limit applied).
+pub const LIMIT_HEADER: &str = "x-gatemend-limit";
 /// The incidents list covers this far back unless told otherwise.
 pub const DEFAULT_INCIDENT_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -41,6 +48,8 @@ pub(super) fn routes() -> axum::Router<Web> {
 pub(super) struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// For a 429: how many seconds to wait (the Retry-After header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -48,6 +57,19 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: the client is locked out after wrong tokens, for `wait` more.
+    pub fn locked_out(wait: std::time::Duration) -> ApiError {
+        let secs = retry_after_secs(wait);
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "too many wrong operator tokens from this address; try again in {secs} s"
+            ),
+            retry_after: Some(secs),
         }
     }
 
@@ -80,22 +102,36 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
 
-/// The operator behind the request's bearer token, with at least `needed`.
-pub(super) fn authorize(
+/// The operator behind the request's bearer token, with at least `needed`. A wrong token
+/// counts against the client's address; a locked-out address gets 429 whatever it presents.
+pub(super) async fn authorize(
     web: &Web,
+    client: &Client,
     headers: &HeaderMap,
     needed: Role,
     to: &str,
 ) -> Result<Operator, ApiError> {
-    let Some(operator) = web.bearer(headers) else {
-        return Err(ApiError::new(
+    let unauthorized = || {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "an operator token is required: Authorization: Bearer <token>",
-        ));
+        )
+    };
+    // No token is no guess: it is not counted.
+    let token = Web::bearer(headers).ok_or_else(unauthorized)?;
+    let operator = match web.sign_in(client, token).await {
+        Ok(operator) => operator,
+        Err(SignIn::LockedOut(wait)) => return Err(ApiError::locked_out(wait)),
+        Err(SignIn::Unknown) => return Err(unauthorized()),
     };
     operator
         .may(needed, to)
@@ -103,8 +139,14 @@ pub(super) fn authorize(
     Ok(operator)
 }
 
-async fn whoami(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Operator>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read").map(Json)
+async fn whoami(
+    State(web): State<Web>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Json<Operator>, ApiError> {
+    authorize(&web, &client, &headers, Role::Viewer, "read")
+        .await
+        .map(Json)
 }
 
 /// A host as the API shows it.
@@ -142,9 +184,10 @@ pub(super) fn fleet_view(web: &Web) -> Vec<HostJson> {
 
 async fn fleet(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Json<Vec<HostJson>>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
     Ok(Json(fleet_view(&web)))
 }
 
@@ -186,49 +229,55 @@ pub(super) async fn incident_list(
 
 async fn incidents(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<IncidentQuery>,
 ) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
     incident_list(&web, &q).await.map(Json)
 }
 
-/// One incident's records, in seq order.
-pub(super) async fn timeline(web: &Web, id: &str) -> Result<Vec<Record>, ApiError> {
-    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
-    let records = audit
-        .query(&Filter {
+/// One incident's records, in seq order: its first [`MAX_AUDIT_LIMIT`].
+pub(super) async fn timeline(web: &Web, id: &str) -> Result<Found, ApiError> {
+    let found = search(
+        web,
+        Filter {
             incident: Some(id.to_owned()),
+            limit: Some(MAX_AUDIT_LIMIT),
             ..Filter::default()
-        })
-        .await
-        .map_err(|e| ApiError::internal("reading the audit log", &e))?;
-    if records.is_empty() {
+        },
+    )
+    .await?;
+    if found.records.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no audit records for incident {id:?}"),
         ));
     }
-    Ok(records)
+    Ok(found)
 }
 
 #[derive(Debug, Serialize)]
 struct Timeline {
     incident: String,
     records: Vec<Record>,
+    /// The incident has more records than the answer holds.
+    truncated: bool,
 }
 
 async fn incident(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
-    let records = timeline(&web, &id).await?;
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
+    let found = timeline(&web, &id).await?;
     Ok(Json(
         serde_json::to_value(Timeline {
             incident: id,
-            records,
+            records: found.records,
+            truncated: found.truncated,
         })
         .unwrap_or_default(),
     ))
@@ -246,6 +295,7 @@ pub(super) struct AuditQuery {
 }
 
 impl AuditQuery {
+    /// The filter asked for, its limit clamped to [`MAX_AUDIT_LIMIT`].
     pub fn filter(&self) -> Result<Filter, ApiError> {
         let text = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         let kind = match text(&self.kind) {
@@ -261,7 +311,8 @@ impl AuditQuery {
                 .parse::<u64>()
                 .map_err(|_| ApiError::bad_request(format!("limit {l:?} is not a count")))?,
             None => DEFAULT_AUDIT_LIMIT,
-        };
+        }
+        .min(MAX_AUDIT_LIMIT);
         Ok(Filter {
             host: text(&self.host),
             incident: text(&self.incident),
@@ -275,30 +326,73 @@ impl AuditQuery {
     }
 }
 
-pub(super) async fn audit_search(web: &Web, q: &AuditQuery) -> Result<Vec<Record>, ApiError> {
-    let filter = q.filter()?;
-    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
-    audit
-        .query(&filter)
-        .await
-        .map_err(|e| ApiError::internal("reading the audit log", &e))
+/// The first records of a search, at most its limit.
+#[derive(Debug)]
+pub(super) struct Found {
+    pub records: Vec<Record>,
+    /// The limit applied (the one asked for, clamped).
+    pub limit: u64,
+    /// More records matched than `records` holds.
+    pub truncated: bool,
 }
 
+/// Runs `filter` asking for one record past its limit, to tell whether there were more.
+async fn search(web: &Web, mut filter: Filter) -> Result<Found, ApiError> {
+    let audit = web.audit().ok_or_else(ApiError::no_audit)?;
+    let limit = filter.limit.unwrap_or(MAX_AUDIT_LIMIT).min(MAX_AUDIT_LIMIT);
+    filter.limit = Some(limit + 1);
+    let mut records = audit
+        .query(&filter)
+        .await
+        .map_err(|e| ApiError::internal("reading the audit log", &e))?;
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    let truncated = records.len() > keep;
+    records.truncate(keep);
+    Ok(Found {
+        records,
+        limit,
+        truncated,
+    })
+}
+
+pub(super) async fn audit_search(web: &Web, q: &AuditQuery) -> Result<Found, ApiError> {
+    search(web, q.filter()?).await
+}
+
+/// The records as a JSON array, as before limits were clamped; whether the answer was cut
+/// short, and at what limit, are in headers so that array readers need no change.
 async fn audit(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<Record>>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
-    audit_search(&web, &q).await.map(Json)
+) -> Result<Response, ApiError> {
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
+    let found = audit_search(&web, &q).await?;
+    let mut response = Json(found.records).into_response();
+    let h = response.headers_mut();
+    h.insert(LIMIT_HEADER, HeaderValue::from(found.limit));
+    h.insert(
+        TRUNCATED_HEADER,
+        HeaderValue::from_static(if found.truncated { "true" } else { "false" }),
+    );
+    Ok(response)
 }
 
 /// Recomputes the chain (reads every record: admins only).
 async fn verify(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&web, &headers, Role::Admin, "verify the audit chain")?;
+    authorize(
+        &web,
+        &client,
+        &headers,
+        Role::Admin,
+        "verify the audit chain",
+    )
+    .await?;
     let audit = web.audit().ok_or_else(ApiError::no_audit)?;
     let verification = audit
         .verify()
@@ -322,10 +416,11 @@ struct ApprovalsQuery {
 
 async fn approvals(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<ApprovalsQuery>,
 ) -> Result<Json<Vec<Approval>>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
     let state = match q.state.as_deref().unwrap_or("pending") {
         "pending" => Some(ApprovalState::Pending),
         "approved" => Some(ApprovalState::Approved),
@@ -343,10 +438,11 @@ async fn approvals(
 
 async fn approval(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Approval>, ApiError> {
-    authorize(&web, &headers, Role::Viewer, "read")?;
+    authorize(&web, &client, &headers, Role::Viewer, "read").await?;
     approve::get(&web, &id).await.map(Json)
 }
 
@@ -359,31 +455,34 @@ pub struct DecideBody {
 
 async fn approve(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Option<Json<DecideBody>>,
 ) -> Result<Json<Approval>, ApiError> {
-    decide(web, headers, id, body, Verdict::Approve).await
+    decide(web, client, headers, id, body, Verdict::Approve).await
 }
 
 async fn deny(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Option<Json<DecideBody>>,
 ) -> Result<Json<Approval>, ApiError> {
-    decide(web, headers, id, body, Verdict::Deny).await
+    decide(web, client, headers, id, body, Verdict::Deny).await
 }
 
 async fn decide(
     web: Web,
+    client: Client,
     headers: HeaderMap,
     id: String,
     body: Option<Json<DecideBody>>,
     verdict: Verdict,
 ) -> Result<Json<Approval>, ApiError> {
     // Authenticated first: an anonymous caller learns nothing, not even what the body lacks.
-    let operator = authorize(&web, &headers, Role::Viewer, "read")?;
+    let operator = authorize(&web, &client, &headers, Role::Viewer, "read").await?;
     let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
     approve::decide(&web, &operator, &id, verdict, &reason)
         .await

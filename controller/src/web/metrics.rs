@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::api::{ApiError, authorize};
-use super::{Role, Web};
+use super::{Client, Role, Web};
 use crate::approvals::State as ApprovalState;
 use crate::dispatch::DispatchStats;
 use crate::dispatch::stats::{ACTION_RESULTS, DECISION_KINDS, Histogram};
@@ -27,11 +27,40 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
-pub(super) async fn metrics(State(web): State<Web>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorize(&web, &headers, Role::Viewer, "read metrics") {
+pub(super) async fn metrics(
+    State(web): State<Web>,
+    client: Client,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = authorize(&web, &client, &headers, Role::Viewer, "read metrics").await {
         return e.into_response();
     }
     let mut out = String::new();
+    {
+        let logins = &web.inner.login_stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "gatemend_login_failures_total",
+            "counter",
+            "Wrong operator tokens, on the login form or as API bearer tokens.",
+            &[("", get(&logins.failures))],
+        );
+        family(
+            &mut out,
+            "gatemend_login_lockouts_total",
+            "counter",
+            "Client addresses locked out after wrong operator tokens.",
+            &[("", get(&logins.lockouts))],
+        );
+        family(
+            &mut out,
+            "gatemend_login_refused_total",
+            "counter",
+            "Tokens refused unread because their address was locked out.",
+            &[("", get(&logins.refused))],
+        );
+    }
     if let Some(stats) = &web.inner.ingest {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         family(

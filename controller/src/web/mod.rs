@@ -10,19 +10,24 @@
 //!
 //! Who may do what is in [`auth`]: bearer tokens for the API, a cookie session with a CSRF
 //! token for the browser, roles viewer < approver < admin. Nothing changes state anonymously.
+//! Wrong tokens are limited per client address ([`lockout`]); who the client is, and whether
+//! it came through TLS, is in [`client`].
 
 mod api;
 mod approve;
 pub mod auth;
+pub mod client;
 mod error;
 mod html;
 pub mod incidents;
+pub mod lockout;
 mod metrics;
 mod pages;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -30,17 +35,23 @@ use axum::http::{HeaderMap, header};
 use tokio::net::TcpListener;
 
 pub use auth::{Operator, Role, Session, Sessions, Tokens, new_token, token_hash};
+pub use client::{Client, Transport};
 pub use error::{TokensError, WebError};
+pub use lockout::LoginLimits;
 
 use crate::approvals::{Approval, Approvals};
-use crate::audit::Audit;
+use crate::audit::{Audit, Kind, NewRecord, now_ms};
 use crate::dispatch;
 use crate::ingest::{Fleet, IngestStats};
 
 /// How long a browser session lasts after login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP.
 const COOKIE: &str = "gatemend_session";
+/// Its name when the browser came through TLS: a `__Host-` cookie is only taken by a browser
+/// when it is `Secure`, has `Path=/` and no `Domain`, so neither a plain-HTTP page nor a
+/// sibling domain can plant one.
+const SECURE_COOKIE: &str = "__Host-gatemend_session";
 
 /// What the handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -59,6 +70,17 @@ struct Inner {
     health: Option<dispatch::Health>,
     tokens: Tokens,
     sessions: Sessions,
+    transport: Transport,
+    logins: Mutex<lockout::Limiter>,
+    login_stats: LoginStats,
+}
+
+/// Wrong tokens and the lockouts they caused, for `/metrics`.
+#[derive(Debug, Default)]
+struct LoginStats {
+    failures: AtomicU64,
+    lockouts: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Web {
@@ -75,6 +97,9 @@ impl Web {
                 health: None,
                 tokens,
                 sessions: Sessions::new(SESSION_TTL),
+                transport: Transport::default(),
+                logins: Mutex::new(lockout::Limiter::new(LoginLimits::default())),
+                login_stats: LoginStats::default(),
             },
         }
     }
@@ -105,22 +130,127 @@ impl Web {
         }
     }
 
-    /// The operator a bearer token names, if the request carries a valid one.
-    fn bearer(&self, headers: &HeaderMap) -> Option<Operator> {
+    /// The bearer token a request presents, if any.
+    fn bearer(headers: &HeaderMap) -> Option<&str> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        self.inner.tokens.operator(token.trim()).cloned()
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
     }
 
-    /// The browser session the cookie names, if it is live: (id, session).
-    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
-        let id = cookie(headers, COOKIE)?;
+    /// The operator holding `token`, as `client` presents it: Err(Refused) while the client is
+    /// locked out (before the token is looked at), Err(Unknown) for a wrong token, which
+    /// counts against the client.
+    async fn sign_in(&self, client: &Client, token: &str) -> Result<Operator, SignIn> {
+        if let Err(wait) = self.limiter().check(client.addr, Instant::now()) {
+            self.inner
+                .login_stats
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(SignIn::LockedOut(wait));
+        }
+        if let Some(operator) = self.inner.tokens.operator(token) {
+            return Ok(operator.clone());
+        }
+        self.login_failed(client).await;
+        Err(SignIn::Unknown)
+    }
+
+    /// Counts a wrong token; a lockout it brings about is logged, counted and audited.
+    async fn login_failed(&self, client: &Client) {
+        let stats = &self.inner.login_stats;
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+        let failed = self.limiter().failed(client.addr, Instant::now());
+        if failed.flood_began {
+            tracing::warn!(
+                limit = self.limits().global,
+                window_s = self.limits().window.as_secs(),
+                "Wrong operator tokens from many addresses: every address that fails is now locked out at its first failure."
+            );
+        }
+        let Some(lockout) = failed.locked else {
+            tracing::info!(client = %client.addr, "Wrong operator token.");
+            return;
+        };
+        stats.lockouts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            client = %client.addr,
+            failures = lockout.failures,
+            scope = lockout.scope.id(),
+            lockout_s = lockout.lasts.as_secs(),
+            "Too many wrong operator tokens; the address is locked out."
+        );
+        // During a flood every failing address is locked out: those are counted and logged,
+        // but only the lockouts of single addresses (a few a minute at most) go to the audit.
+        if lockout.scope == lockout::Scope::Flood {
+            return;
+        }
+        if let Some(audit) = self.audit() {
+            let record = NewRecord::new(now_ms(), Kind::LoginLockout, "controller").body(
+                serde_json::json!({
+                    "client": client.addr.to_string(),
+                    "failures": lockout.failures,
+                    "window_s": self.limits().window.as_secs(),
+                    "lockout_s": lockout.lasts.as_secs(),
+                }),
+            );
+            if let Err(e) = audit.append(record).await {
+                tracing::error!(client = %client.addr, error = %e, "Could not audit a login lockout.");
+            }
+        }
+    }
+
+    fn limiter(&self) -> MutexGuard<'_, lockout::Limiter> {
+        match self.inner.logins.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn limits(&self) -> LoginLimits {
+        self.limiter().limits()
+    }
+
+    /// The browser session the client's cookie names, if it is live: (id, session). Over TLS
+    /// only the `__Host-` cookie counts, over plain HTTP only the plain one.
+    fn session(&self, client: &Client, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers, cookie_name(client))?;
         let session = self.inner.sessions.get(&id, Instant::now())?;
         Some((id, session))
     }
+}
+
+/// Why a token did not sign an operator in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignIn {
+    /// The client is locked out for this long.
+    LockedOut(Duration),
+    /// No operator holds the token.
+    Unknown,
+}
+
+/// The session cookie's name for this client.
+fn cookie_name(client: &Client) -> &'static str {
+    if client.secure { SECURE_COOKIE } else { COOKIE }
+}
+
+/// The Set-Cookie value that starts (Some(id)) or ends (None) the client's session.
+fn session_cookie(client: &Client, id: Option<&str>) -> String {
+    let (value, max_age) = match id {
+        Some(id) => (id, SESSION_TTL.as_secs()),
+        None => ("", 0),
+    };
+    let secure = if client.secure { "; Secure" } else { "" };
+    format!(
+        "{name}={value}{secure}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}",
+        name = cookie_name(client)
+    )
+}
+
+/// Whole seconds to wait, rounded up (a Retry-After of 0 would invite a retry too soon).
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Adds the optional parts to a [`Web`].
@@ -169,6 +299,20 @@ impl WebBuilder {
     #[must_use]
     pub fn health(mut self, health: dispatch::Health) -> Self {
         self.inner.health = Some(health);
+        self
+    }
+
+    /// How the UI is reached: TLS in front of it, trusted proxies.
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.inner.transport = transport;
+        self
+    }
+
+    /// The failed-login limits (the defaults unless a test needs others).
+    #[must_use]
+    pub fn login_limits(mut self, limits: LoginLimits) -> Self {
+        self.inner.logins = Mutex::new(lockout::Limiter::new(limits));
         self
     }
 
@@ -227,7 +371,9 @@ pub async fn serve(
     web: Web,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
-    axum::serve(listener, router(web))
+    // With the peer's address: failed logins are counted per client.
+    let app = router(web).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| WebError::Serve { source })
@@ -302,5 +448,37 @@ mod tests {
         );
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "b"), None);
+    }
+
+    #[test]
+    fn over_tls_the_cookie_is_host_prefixed_and_secure_and_over_http_as_before() {
+        let addr = std::net::IpAddr::from([127, 0, 0, 1]);
+        let tls = Client { addr, secure: true };
+        let plain = Client {
+            addr,
+            secure: false,
+        };
+        assert_eq!(
+            session_cookie(&tls, Some("abc")),
+            "__Host-gatemend_session=abc; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200"
+        );
+        assert_eq!(
+            session_cookie(&plain, Some("abc")),
+            "gatemend_session=abc; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200"
+        );
+        assert_eq!(
+            session_cookie(&plain, None),
+            "gatemend_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+        );
+        // Each transport reads only its own cookie.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            "gatemend_session=plain".parse().expect("header"),
+        );
+        assert_eq!(cookie(&h, cookie_name(&tls)), None);
+        assert_eq!(cookie(&h, cookie_name(&plain)).as_deref(), Some("plain"));
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(300)), 300);
     }
 }

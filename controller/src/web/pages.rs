@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::api::{self, ApiError, AuditQuery, IncidentQuery};
 use super::approve::{self, Verdict};
 use super::html::{self, esc, url_seg};
-use super::{COOKIE, SESSION_TTL, Session, Web, show_time};
+use super::{Client, Session, SignIn, Web, retry_after_secs, session_cookie, show_time};
 use crate::approvals::{Approval, State as ApprovalState};
 use crate::audit::{Kind, Record};
 
@@ -36,8 +36,8 @@ pub(super) fn routes() -> axum::Router<Web> {
 
 /// The live session, or a redirect to the login form.
 /// The Err is boxed: a response is large, and the Ok path is the common one.
-fn logged_in(web: &Web, headers: &HeaderMap) -> Result<Session, Box<Response>> {
-    web.session(headers)
+fn logged_in(web: &Web, client: &Client, headers: &HeaderMap) -> Result<Session, Box<Response>> {
+    web.session(client, headers)
         .map(|(_, s)| s)
         .ok_or_else(|| Box::new(Redirect::to("/login").into_response()))
 }
@@ -74,8 +74,13 @@ fn same_origin(headers: &HeaderMap) -> Result<(), String> {
 }
 
 /// The session of a state-changing form, once its origin and CSRF token are checked.
-fn checked_form(web: &Web, headers: &HeaderMap, csrf: &str) -> Result<Session, Box<Response>> {
-    let session = logged_in(web, headers)?;
+fn checked_form(
+    web: &Web,
+    client: &Client,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Session, Box<Response>> {
+    let session = logged_in(web, client, headers)?;
     if let Err(why) = same_origin(headers) {
         tracing::warn!(operator = %session.operator.name, why, "Form refused: not from this UI.");
         return Err(Box::new(html::problem(
@@ -102,8 +107,8 @@ fn failed(session: &Session, e: ApiError) -> Response {
     html::problem(e.status, session, "Cannot do that", &e.message)
 }
 
-async fn login_page(State(web): State<Web>, headers: HeaderMap) -> Response {
-    if web.session(&headers).is_some() {
+async fn login_page(State(web): State<Web>, client: Client, headers: HeaderMap) -> Response {
+    if web.session(&client, &headers).is_some() {
         return Redirect::to("/fleet").into_response();
     }
     html::login(StatusCode::OK, None)
@@ -117,6 +122,7 @@ struct LoginForm {
 
 async fn login(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -124,21 +130,21 @@ async fn login(
     if let Err(why) = same_origin(&headers) {
         return html::login(StatusCode::FORBIDDEN, Some(&why));
     }
-    let Some(operator) = web.inner.tokens.operator(form.token.trim()).cloned() else {
-        tracing::warn!("Login refused: unknown token.");
-        return html::login(
-            StatusCode::UNAUTHORIZED,
-            Some("That token is not in the controller's tokens file."),
-        );
+    let operator = match web.sign_in(&client, form.token.trim()).await {
+        Ok(operator) => operator,
+        Err(SignIn::LockedOut(wait)) => return html::locked_out(retry_after_secs(wait)),
+        Err(SignIn::Unknown) => {
+            tracing::warn!(client = %client.addr, "Login refused: unknown token.");
+            return html::login(
+                StatusCode::UNAUTHORIZED,
+                Some("That token is not in the controller's tokens file."),
+            );
+        }
     };
-    tracing::info!(operator = %operator.name, role = %operator.role, "Operator logged in.");
+    tracing::info!(operator = %operator.name, role = %operator.role, client = %client.addr, "Operator logged in.");
     let id = web.inner.sessions.start(operator, Instant::now());
-    let cookie = format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
     let mut response = Redirect::to("/fleet").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
+    if let Ok(value) = HeaderValue::from_str(&session_cookie(&client, Some(&id))) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
@@ -152,26 +158,26 @@ struct CsrfForm {
 
 async fn logout(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(response) = checked_form(&web, &headers, &form.csrf) {
+    if let Err(response) = checked_form(&web, &client, &headers, &form.csrf) {
         return *response;
     }
-    if let Some((id, session)) = web.session(&headers) {
+    if let Some((id, session)) = web.session(&client, &headers) {
         tracing::info!(operator = %session.operator.name, "Operator logged out.");
         web.inner.sessions.end(&id);
     }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("gatemend_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&session_cookie(&client, None)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
-async fn fleet(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let session = match logged_in(&web, &headers) {
+async fn fleet(State(web): State<Web>, client: Client, headers: HeaderMap) -> Response {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -208,10 +214,11 @@ async fn fleet(State(web): State<Web>, headers: HeaderMap) -> Response {
 
 async fn incidents(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<IncidentQuery>,
 ) -> Response {
-    let session = match logged_in(&web, &headers) {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -248,13 +255,18 @@ async fn incidents(
     html::page("Incidents", &session, &body)
 }
 
-async fn incident(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let session = match logged_in(&web, &headers) {
+async fn incident(
+    State(web): State<Web>,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let records = match api::timeline(&web, &id).await {
-        Ok(r) => r,
+    let found = match api::timeline(&web, &id).await {
+        Ok(found) => found,
         Err(e) => return failed(&session, e),
     };
     let mut body = String::new();
@@ -272,10 +284,17 @@ async fn incident(State(web): State<Web>, headers: HeaderMap, Path(id): Path<Str
         }
     }
     body.push_str("<ol class=timeline id=timeline>");
-    for r in &records {
+    for r in &found.records {
         body.push_str(&render_record(r));
     }
     body.push_str("</ol>");
+    if found.truncated {
+        let _ = write!(
+            body,
+            "<p class=flash id=truncated>This incident has more than {} records; only the first are shown. Search the audit for the rest.</p>",
+            found.limit
+        );
+    }
     html::page(&format!("Incident {id}"), &session, &body)
 }
 
@@ -427,8 +446,8 @@ fn decide_form(a: &Approval, session: &Session) -> String {
     )
 }
 
-async fn approvals(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let session = match logged_in(&web, &headers) {
+async fn approvals(State(web): State<Web>, client: Client, headers: HeaderMap) -> Response {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -481,8 +500,13 @@ async fn approvals(State(web): State<Web>, headers: HeaderMap) -> Response {
     html::page("Approvals", &session, &body)
 }
 
-async fn approval(State(web): State<Web>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let session = match logged_in(&web, &headers) {
+async fn approval(
+    State(web): State<Web>,
+    client: Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -537,30 +561,33 @@ struct DecideForm {
 
 async fn approve_form(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    decide_page(web, headers, id, form, Verdict::Approve).await
+    decide_page(web, client, headers, id, form, Verdict::Approve).await
 }
 
 async fn deny_form(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    decide_page(web, headers, id, form, Verdict::Deny).await
+    decide_page(web, client, headers, id, form, Verdict::Deny).await
 }
 
 async fn decide_page(
     web: Web,
+    client: Client,
     headers: HeaderMap,
     id: String,
     form: DecideForm,
     verdict: Verdict,
 ) -> Response {
-    let session = match checked_form(&web, &headers, &form.csrf) {
+    let session = match checked_form(&web, &client, &headers, &form.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -573,10 +600,11 @@ async fn decide_page(
 
 async fn audit(
     State(web): State<Web>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let session = match logged_in(&web, &headers) {
+    let session = match logged_in(&web, &client, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -607,17 +635,26 @@ Since <input name=since value=\"{}\" placeholder=\"2026-11-21T03:00:00Z\"> Until
         body.push_str("<p class=muted>Give a host, an incident, a kind or a time range.</p>");
         return html::page("Audit", &session, &body);
     }
-    let records = match api::audit_search(&web, &q).await {
-        Ok(r) => r,
+    let found = match api::audit_search(&web, &q).await {
+        Ok(found) => found,
         Err(e) => return failed(&session, e),
     };
     let _ = write!(
         body,
-        "<p>{} records (oldest first; at most the limit, {} unless set).</p><table id=records><tr><th>Seq</th><th>Time</th><th>Kind</th><th>Host</th><th>Incident</th><th>Actor</th><th>Policy</th><th>Body</th></tr>",
-        records.len(),
-        api::DEFAULT_AUDIT_LIMIT
+        "<p>{} records (oldest first; at most the limit, {} unless set, {} at most).</p>",
+        found.records.len(),
+        api::DEFAULT_AUDIT_LIMIT,
+        api::MAX_AUDIT_LIMIT,
     );
-    for r in &records {
+    if found.truncated {
+        let _ = write!(
+            body,
+            "<p class=flash id=truncated>More records match than the limit of {} shown here: narrow the search (a later <i>since</i>, a host, a kind).</p>",
+            found.limit
+        );
+    }
+    body.push_str("<table id=records><tr><th>Seq</th><th>Time</th><th>Kind</th><th>Host</th><th>Incident</th><th>Actor</th><th>Policy</th><th>Body</th></tr>");
+    for r in &found.records {
         let mut text = r.body.to_string();
         if text.len() > 300 {
             let cut = (0..=300)
