@@ -25,7 +25,7 @@ const RESTART: &str = "policies:
     mode: auto
     actions: [restart_unit]
     verify: { timeout: 5s }
-    guards: { fleet: { max_concurrent: 5, max_percent: 100 } }
+    guards: { max_attempts: 1, fleet: { max_concurrent: 5, max_percent: 100 } }
 ";
 
 const ESCALATE_DNS: &str = "policies:

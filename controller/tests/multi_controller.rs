@@ -757,6 +757,7 @@ async fn figures_findings_per_second_and_decision_latency_with_one_and_three_con
                         "300",
                     ],
                     log_level: "warn",
+                    tls_dir: None,
                 })
             })
             .collect();

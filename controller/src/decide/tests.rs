@@ -250,6 +250,40 @@ fn thresholds_count_lines_within_the_sliding_window() {
 }
 
 #[test]
+fn below_its_threshold_a_finding_is_watched_not_handed_to_a_lower_catch_all() {
+    let set = set("policies:
+  - name: restart-when-crashing
+    priority: 80
+    match: { cause: [upstream_refused], threshold: { count: 5, within: 5m } }
+    mode: approve
+    actions: [restart_unit]
+  - name: escalate-everything-else
+    priority: 0
+    match: { cause: [upstream_refused] }
+    mode: auto
+    actions: [escalate]
+");
+    let mut state = FleetState::new();
+    let mut f = finding("web-1");
+    f.count = 1;
+    f.first_seen = T0;
+    let d = step(&set, &mut state, &f, T0, Options::default());
+    assert_eq!(
+        d.outcome,
+        Outcome::Held {
+            guard: Guard::Threshold,
+            until: None
+        }
+    );
+    assert_eq!(d.policy.map(|p| p.name.as_str()), Some("restart-when-crashing"));
+    // Past the threshold, the policy that watched it decides.
+    f.count = 5;
+    let d = step(&set, &mut state, &f, T0 + 1_000, Options::default());
+    assert_eq!(d.outcome, Outcome::AwaitApproval);
+    assert_eq!(d.policy.map(|p| p.name.as_str()), Some("restart-when-crashing"));
+}
+
+#[test]
 fn cooldown_holds_until_it_ends() {
     let set = one(&format!(
         "{AUTO}    guards: {{ cooldown: 5m, fleet: {{ max_concurrent: 10 }} }}\n"

@@ -77,6 +77,7 @@ impl Dispatcher {
         for at in received {
             self.stats.decision_latency.observe(at.elapsed());
         }
+        self.stats.incidents(self.state.incidents().map(|(_, i)| i));
         self.flush();
         self.decided.send_if_modified(|decided| {
             let moved = last_seq > *decided;

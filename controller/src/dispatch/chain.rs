@@ -163,6 +163,36 @@ impl Dispatcher {
             .await;
     }
 
+    /// Ends a chain whose action ran and did not mend it. While the policy has attempts left
+    /// on the host, nobody is paged: the finding's next revision is decided again (a retry, or
+    /// a guard's hold, which pages). The last attempt pages, once, saying so.
+    async fn failed(&mut self, chain: Chain, why: String, now: UnixMs) {
+        let f = &chain.finding;
+        let max = chain.policy.guards.max_attempts;
+        let (attempts, _) = self.state.attempts(&f.host, f.cause, now);
+        if attempts < max {
+            self.state.record_finished(&chain.id);
+            let note = format!(
+                "{why}; attempt {attempts} of {max} (max_attempts): decided again at the \
+                 finding's next revision"
+            );
+            self.chain_ended(&chain, false, &note, now);
+            if let Some(incident) = self.state.incident_of(&f.host, None, &f.id) {
+                self.audit(
+                    record(Kind::Incident, now)
+                        .host(&f.host)
+                        .incident(&incident)
+                        .body(serde_json::json!({ "why": note })),
+                );
+            }
+            self.persist();
+            return;
+        }
+        self.state.record_attempts_escalated(&f.host, f.cause);
+        let why = format!("{why}; {attempts} attempts (max_attempts {max}) did not mend it");
+        self.give_up(chain, why, now).await;
+    }
+
 
 
     pub(super) async fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
@@ -222,7 +252,12 @@ impl Dispatcher {
                 "action {} ended {status}: {}",
                 result.action_id, result.message
             );
-            self.give_up(chain, why, now).await;
+            if status == ActionStatus::Refused {
+                // The host will not run it: retrying changes nothing.
+                self.give_up(chain, why, now).await;
+            } else {
+                self.failed(chain, why, now).await;
+            }
         }
     }
 

@@ -45,6 +45,9 @@ impl Dispatcher {
             if let Some(first_at) = open.paged.as_ref().filter(|p| !p.by_storm).map(|p| p.first_at) {
                 let stage = open.stage;
                 tracing::info!(host = %f.host, incident = %incident, why = %why, "Already paged about this incident; not paging again.");
+                self.stats
+                    .pages_suppressed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.audit(
                     record(Kind::Incident, now)
                         .host(&f.host)
@@ -135,6 +138,9 @@ impl Dispatcher {
                     .incident(&id)
                     .body(serde_json::json!({ "why": why, "page": count })),
             );
+            self.stats
+                .renotifications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.notify(&host, &incident, Event::Renotify, why, now);
         }
     }
@@ -161,6 +167,9 @@ impl Dispatcher {
                     u64::try_from(now.saturating_sub(incident.opened_at)).unwrap_or(0)
                 ))
             );
+            self.stats
+                .resolved_notices
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.notify(host, incident, Event::Resolved, why, now);
         }
         self.state.drop_resolved(host);

@@ -77,6 +77,17 @@ pub struct DispatchStats {
     pub escalations: AtomicU64,
     /// Action results refused because the chain they name is another host's.
     pub foreign_results: AtomicU64,
+    /// Open incidents per stage, in [`crate::decide::Stage::ALL`] order, as of the last batch.
+    pub incidents: [AtomicU64; 7],
+    /// Open incidents a guard holds (cooldown, max_attempts, fleet, storm), as of the last
+    /// batch.
+    pub incidents_held: AtomicU64,
+    /// Pages sent again about an incident still failing.
+    pub renotifications: AtomicU64,
+    /// Resolution notices sent about paged incidents.
+    pub resolved_notices: AtomicU64,
+    /// Pages not sent because the incident was paged already.
+    pub pages_suppressed: AtomicU64,
     /// How long the dispatcher's audit appends took.
     pub audit: Histogram,
     pub audit_failures: AtomicU64,
@@ -92,6 +103,11 @@ impl Default for DispatchStats {
             actions: Default::default(),
             escalations: AtomicU64::new(0),
             foreign_results: AtomicU64::new(0),
+            incidents: Default::default(),
+            incidents_held: AtomicU64::new(0),
+            renotifications: AtomicU64::new(0),
+            resolved_notices: AtomicU64::new(0),
+            pages_suppressed: AtomicU64::new(0),
             audit: Histogram::new(&AUDIT_BUCKETS),
             audit_failures: AtomicU64::new(0),
             decision_latency: Histogram::new(&DECISION_BUCKETS),
@@ -111,6 +127,30 @@ impl DispatchStats {
         if let Some(i) = ACTION_RESULTS.iter().position(|k| *k == id) {
             self.actions[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sets the incident gauges from the open incidents.
+    pub(super) fn incidents<'a>(&self, open: impl Iterator<Item = &'a crate::decide::Incident>) {
+        use crate::decide::Stage;
+        use crate::decide::incident::GuardId;
+        let mut by_stage = [0u64; 7];
+        let mut held = 0;
+        for i in open {
+            if let Some(n) = Stage::ALL
+                .iter()
+                .position(|s| *s == i.stage)
+                .and_then(|at| by_stage.get_mut(at))
+            {
+                *n += 1;
+            }
+            if i.hold.is_some_and(|h| !matches!(h.guard, GuardId::Threshold | GuardId::Busy)) {
+                held += 1;
+            }
+        }
+        for (gauge, n) in self.incidents.iter().zip(by_stage) {
+            gauge.store(n, Ordering::Relaxed);
+        }
+        self.incidents_held.store(held, Ordering::Relaxed);
     }
 
     pub(super) fn audit_write(&self, took: Duration, ok: bool) {

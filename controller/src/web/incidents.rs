@@ -25,6 +25,12 @@ pub struct IncidentSummary {
     pub status: Kind,
     /// The root cause the finding reported, when its body names one.
     pub root_cause: Option<String>,
+    /// Its lifecycle stage (detected, acting, awaiting_approval, held, escalated, recovering,
+    /// resolved), from its latest `incident` or `resolved` record; `None` for incidents
+    /// recorded before stages were.
+    pub stage: Option<String>,
+    /// Pages sent about it: the first and every re-notification.
+    pub pages: u32,
 }
 
 /// Folds records (in seq order) into per-incident summaries, newest activity first.
@@ -50,6 +56,8 @@ impl Summaries {
                 policy: None,
                 status: r.kind,
                 root_cause: None,
+                stage: None,
+                pages: 0,
             });
         s.records += 1;
         s.first_at = s.first_at.min(r.at);
@@ -64,6 +72,16 @@ impl Summaries {
             && let Some(root) = r.body.get("root_cause").and_then(|v| v.as_str())
         {
             s.root_cause = Some(root.to_owned());
+        }
+        match r.kind {
+            Kind::Incident => {
+                if let Some(to) = r.body.get("to").and_then(|v| v.as_str()) {
+                    s.stage = Some(to.to_owned());
+                }
+            }
+            Kind::Resolved => s.stage = Some("resolved".to_owned()),
+            Kind::Escalated | Kind::Renotified => s.pages += 1,
+            _ => {}
         }
         // A later finding revision or a step does not hide that it was resolved or escalated
         // only if nothing moved after it; the latest telling record wins.
@@ -84,7 +102,7 @@ impl Summaries {
 fn moves(kind: Kind) -> bool {
     !matches!(
         kind,
-        Kind::ActionStep | Kind::PolicyReloaded | Kind::PolicyRejected
+        Kind::ActionStep | Kind::PolicyReloaded | Kind::PolicyRejected | Kind::Incident
     )
 }
 

@@ -184,8 +184,47 @@ fn dispatch(out: &mut String, stats: &DispatchStats) {
         out,
         "gatemend_escalations_total",
         "counter",
-        "Escalations to a human.",
+        "Escalations to a human: the first page about an incident.",
         &[("", get(&stats.escalations))],
+    );
+    family(
+        out,
+        "gatemend_pages_total",
+        "counter",
+        "Notices sent to humans, by event: the first page about an incident, a re-notification while it keeps failing, the notice that a paged incident resolved.",
+        &[
+            ("event=\"page\"", get(&stats.escalations)),
+            ("event=\"renotify\"", get(&stats.renotifications)),
+            ("event=\"resolved\"", get(&stats.resolved_notices)),
+        ],
+    );
+    family(
+        out,
+        "gatemend_pages_suppressed_total",
+        "counter",
+        "Pages not sent because a human was paged about the incident already.",
+        &[("", get(&stats.pages_suppressed))],
+    );
+    let stages: Vec<(String, u64)> = crate::decide::Stage::ALL
+        .iter()
+        .zip(&stats.incidents)
+        .filter(|(s, _)| **s != crate::decide::Stage::Resolved)
+        .map(|(s, v)| (format!("stage=\"{s}\""), get(v)))
+        .collect();
+    let stages: Vec<(&str, u64)> = stages.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(
+        out,
+        "gatemend_incidents_open",
+        "gauge",
+        "Open incidents, by stage.",
+        &stages,
+    );
+    family(
+        out,
+        "gatemend_incidents_held",
+        "gauge",
+        "Open incidents whose action a guard holds (cooldown, max_attempts, fleet, storm).",
+        &[("", get(&stats.incidents_held))],
     );
     family(
         out,
