@@ -89,7 +89,7 @@ fn policy_explain_shows_the_match_the_guards_and_the_decision() {
         "  restart-when-not-listening (priority 90, policies/restart.yaml): not reached: a policy above matched\n",
         "  storm: clear: 1 of 1 online host(s) showed upstream_socket_missing within 2m, a storm is 3\n",
         "  busy: clear: nothing in flight on this host\n",
-        "  cooldown: clear: never acted on this host (cooldown 5m)\n",
+        "  cooldown: clear: never acted on this host (cooldown 15s)\n",
         "  max_attempts: clear: 0 of 3 attempt(s) for upstream_socket_missing on this host (reset after 1h healthy)\n",
         "  fleet: clear: 1 busy host(s) with this one, limit 1 (max_concurrent 2, max_percent 10% of 1 online, rounded up)\n",
         "decision: execute [restart_unit] by restart-when-service-down (mode auto, verify within 20s)\n",
@@ -103,11 +103,11 @@ fn policy_explain_with_a_fleet_and_dry_run() {
     let dir = std::env::temp_dir().join(format!("gatemend-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let fleet = dir.join("fleet.json");
-    // web-1 was restarted by this policy a minute before.
+    // web-1 was restarted by this policy 10 s before (its cooldown is 15 s).
     std::fs::write(
         &fleet,
         r#"{"hosts": {"web-1": {"online": true,
-            "acted": [{"policy": "restart-when-service-down", "at": 1763686780000}]}}}"#,
+            "acted": [{"policy": "restart-when-service-down", "at": 1763686830000}]}}}"#,
     )
     .unwrap();
     let out = gatemend(&[
@@ -126,7 +126,7 @@ fn policy_explain_with_a_fleet_and_dry_run() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("(controller-wide dry run)"), "{stdout}");
     assert!(
-        stdout.contains("decision: held by cooldown until 2025-11-21T01:04:40.000Z by restart-when-service-down\n"),
+        stdout.contains("decision: held by cooldown until 2025-11-21T01:00:45.000Z by restart-when-service-down\n"),
         "{stdout}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -54,8 +54,9 @@ use sha2::{Digest as _, Sha256};
 pub use duration::{format as format_duration, parse as parse_duration};
 pub use error::{PolicyError, Pos, Problem};
 pub use model::{
-    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Digest, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode,
-    Policy, PolicySet, Source, SourceFile, Storm, Threshold, Verify,
+    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Digest, Escalate,
+    FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy, PolicySet, Source, SourceFile,
+    Storm, Threshold, Verify,
 };
 
 use yaml::DocPath;

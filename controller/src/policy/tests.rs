@@ -98,10 +98,7 @@ fn the_issue_example_loads_with_every_field_typed() {
             }),
         }
     );
-    assert_eq!(
-        p.webhook(),
-        Some("http://127.0.0.1:9099/hook")
-    );
+    assert_eq!(p.webhook(), Some("http://127.0.0.1:9099/hook"));
     assert_eq!(p.source.file.path, PathBuf::from("p/php.yaml"));
     assert_eq!(p.source.index, 0);
 }
@@ -279,7 +276,10 @@ fn a_storm_without_min_hosts_takes_the_documented_default() {
             within: Duration::from_secs(120)
         })
     );
-    assert_eq!(DEFAULT_STORM_MIN_HOSTS, 3, "as policy/mod.rs and README say");
+    assert_eq!(
+        DEFAULT_STORM_MIN_HOSTS, 3,
+        "as the format in policy/mod.rs says"
+    );
     // The share and the window define the storm: they stay required.
     let no_window = VALID.replace("min_hosts: 3, within: 2m", "min_hosts: 3");
     assert_eq!(

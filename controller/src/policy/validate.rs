@@ -11,8 +11,8 @@ use globset::{GlobBuilder, GlobSetBuilder};
 use super::duration;
 use super::error::Problem;
 use super::model::{
-    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Escalate, FleetLimit, Globs, Guards, HostMatch, Match, Mode, Policy,
-    Source, SourceFile, Storm, Threshold, Verify,
+    DEFAULT_APPROVAL_EXPIRY, DEFAULT_RENOTIFY, DEFAULT_STORM_MIN_HOSTS, Escalate, FleetLimit,
+    Globs, Guards, HostMatch, Match, Mode, Policy, Source, SourceFile, Storm, Threshold, Verify,
 };
 use super::spec::{
     DurationText, GuardsSpec, HostsSpec, MatchSpec, PolicyFile, PolicySpec, StormSpec,
@@ -252,11 +252,9 @@ fn guards(spec: GuardsSpec, at: &DocPath, problems: &mut Problems) -> Option<Gua
 
 fn storm(spec: StormSpec, at: &DocPath, problems: &mut Problems) -> Option<Storm> {
     let hosts_percent = percent(spec.hosts_percent, &at.key("hosts_percent"), problems);
-    let min_hosts = spec
-        .min_hosts
-        .map_or(Some(DEFAULT_STORM_MIN_HOSTS), |n| {
-            nonzero(n, &at.key("min_hosts"), problems)
-        });
+    let min_hosts = spec.min_hosts.map_or(Some(DEFAULT_STORM_MIN_HOSTS), |n| {
+        nonzero(n, &at.key("min_hosts"), problems)
+    });
     let within = span(&spec.within, &at.key("within"), problems);
     Some(Storm {
         hosts_percent: hosts_percent?,
