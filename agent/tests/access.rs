@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use gatemend_agent::detect::access::{
-    AccessFields, AccessRates, COMBINED, Counts, LogFormat, NO_UPSTREAM, OTHER_UPSTREAMS,
-    list_items, parse_time_local,
+    AccessFields, AccessRates, COMBINED, Counts, Dropped, LogFormat, NO_UPSTREAM, OTHER_UPSTREAMS,
+    Replay, Traffic, host_port, list_items, parse_time_local, request_path, valid_host,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -303,7 +303,7 @@ fn bad_gateway(addr: &'static [u8]) -> AccessFields<'static> {
         status: Some(502),
         upstream_addr: Some(addr),
         upstream_status: Some(b"502"),
-        time_local: None,
+        ..AccessFields::default()
     }
 }
 
@@ -343,20 +343,23 @@ fn a_clock_going_back_counts_in_the_newest_second() {
 }
 
 #[test]
-fn other_statuses_are_not_counted_and_create_no_upstream() {
+fn other_statuses_are_answers_not_errors() {
     let mut rates = AccessRates::new(10);
     for status in [200u16, 404, 499, 500, 503] {
         rates.record(
             &AccessFields {
                 status: Some(status),
                 upstream_addr: Some(b"a:1"),
-                upstream_status: None,
-                time_local: None,
+                ..AccessFields::default()
             },
             1,
         );
     }
     assert!(rates.rates(1).is_empty());
+    // 499 (the client left first) and 503 (nginx's own limit) say nothing of the upstream.
+    let t = rates.traffic("a:1").unwrap();
+    assert_eq!((t.answers, t.answers_since_error), (3, 3));
+    assert_eq!((t.last_status, t.last_error), (Some(500), None));
 }
 
 #[test]
@@ -371,7 +374,7 @@ fn upstreams_past_the_limit_count_together() {
                 status: Some(504),
                 upstream_addr: Some(name.as_bytes()),
                 upstream_status: Some(b"504"),
-                time_local: None,
+                ..AccessFields::default()
             },
             1,
         );
@@ -379,6 +382,13 @@ fn upstreams_past_the_limit_count_together() {
     let all = rates.rates(1);
     assert_eq!(all.len(), AccessRates::MAX_UPSTREAMS + 1);
     assert_eq!(rates.rate(OTHER_UPSTREAMS, 1).unwrap().total, counts(0, 5));
+    assert_eq!(
+        rates.dropped(),
+        Dropped {
+            upstreams: 5,
+            paths: 0
+        }
+    );
 }
 
 #[test]
@@ -420,4 +430,205 @@ fn any_bytes_are_total() {
         check(&line, i);
     }
     let _ = rates.rates(20_000);
+}
+
+/// Each line of a fixture recorded one second after the one before, from `start`.
+fn record_fixture(rates: &mut AccessRates, format: &LogFormat, name: &str, start: u64) -> u64 {
+    let mut now = start;
+    for line in fixture(name) {
+        rates.record(&format.parse(&line).unwrap(), now);
+        now += 1;
+    }
+    now - 1
+}
+
+#[test]
+fn answers_after_the_last_error_are_counted_per_upstream_with_their_times() {
+    let format = LogFormat::compile(UPSTREAM_FORMAT).unwrap();
+    let mut rates = AccessRates::new(60);
+    let last = record_fixture(&mut rates, &format, "upstream.log", 1_000);
+    // php: 200 (line 1), 502 x3 (lines 4-6), then 200 (the last line), after php-fpm started.
+    assert_eq!(
+        rates.traffic("unix:/run/php/php8.2-fpm.sock"),
+        Some(Traffic {
+            answers: 2,
+            answers_since_error: 1,
+            first_answer_since_error: Some(last),
+            last_answer: Some(last),
+            last_status: Some(200),
+            last_error: Some(1_005),
+        })
+    );
+    // The pair's peers never answered.
+    let pair = rates.traffic("127.0.0.1:3001").unwrap();
+    assert_eq!((pair.answers, pair.last_error), (0, Some(1_007)));
+    // The GET that went there, to send again (this format names no host).
+    assert_eq!(
+        rates.replay("unix:/run/php/php8.2-fpm.sock"),
+        Some(&Replay {
+            path: "/index.php".into(),
+            host: None,
+            port: None,
+        })
+    );
+    // The query string is cut; nginx's `\x22` escapes never reach a replay.
+    assert_eq!(rates.replay("gm_pair").unwrap().path, "/pair");
+    // Requests nginx answered itself are no upstream's.
+    assert_eq!(rates.replay(NO_UPSTREAM), None);
+}
+
+#[test]
+fn a_new_error_resets_the_answers_since_the_last_one() {
+    let mut rates = AccessRates::new(60);
+    let line = |status: &'static [u8]| AccessFields {
+        status: None,
+        upstream_addr: Some(b"127.0.0.1:3000"),
+        upstream_status: Some(status),
+        ..AccessFields::default()
+    };
+    rates.record(&line(b"200"), 10);
+    rates.record(&line(b"200"), 11);
+    let t = rates.traffic("127.0.0.1:3000").unwrap();
+    assert_eq!(
+        (t.answers_since_error, t.first_answer_since_error),
+        (2, Some(10))
+    );
+    rates.record(&line(b"504"), 12);
+    let t = rates.traffic("127.0.0.1:3000").unwrap();
+    assert_eq!(
+        (t.answers, t.answers_since_error, t.first_answer_since_error),
+        (2, 0, None)
+    );
+    assert_eq!((t.last_answer, t.last_error), (Some(11), Some(12)));
+    rates.record(&line(b"404"), 13);
+    let t = rates.traffic("127.0.0.1:3000").unwrap();
+    assert_eq!(
+        (
+            t.answers_since_error,
+            t.first_answer_since_error,
+            t.last_status
+        ),
+        (1, Some(13), Some(404))
+    );
+}
+
+#[test]
+fn without_upstream_addr_the_watched_paths_tell_their_answers_apart() {
+    let format = LogFormat::compile("combined").unwrap();
+    let mut rates = AccessRates::new(60);
+    // Before a path is watched, nothing is kept for it.
+    record_fixture(&mut rates, &format, "combined.log", 1_000);
+    assert_eq!(rates.path_traffic("/index.php"), None);
+
+    let mut rates = AccessRates::new(60);
+    rates.watch_paths(["/index.php", "/pair"]);
+    let last = record_fixture(&mut rates, &format, "combined.log", 1_000);
+    let php = rates.path_traffic("/index.php").unwrap();
+    assert_eq!(
+        (php.answers, php.answers_since_error, php.last_error),
+        (2, 1, Some(1_005))
+    );
+    assert_eq!(php.first_answer_since_error, Some(last));
+    // `/pair?q=...` is `/pair`: three 502s, no answer.
+    let pair = rates.path_traffic("/pair").unwrap();
+    assert_eq!((pair.answers, pair.last_error), (0, Some(1_011)));
+    // The static page answered by nginx itself is not /index.php's.
+    assert_eq!(rates.path_traffic("/index.nginx-debian.html"), None);
+
+    // Watching another set keeps what the paths still watched had.
+    rates.watch_paths(["/index.php"]);
+    assert_eq!(rates.path_traffic("/index.php"), Some(php));
+    assert_eq!(rates.path_traffic("/pair"), None);
+}
+
+#[test]
+fn watched_paths_are_bounded_and_the_rest_counted() {
+    let mut rates = AccessRates::new(60);
+    let paths: Vec<String> = (0..AccessRates::MAX_WATCHED_PATHS + 3)
+        .map(|i| format!("/p{i}"))
+        .collect();
+    rates.watch_paths(paths.iter().map(String::as_str));
+    assert_eq!(rates.dropped().paths, 3);
+    assert!(rates.path_traffic("/p0").is_some());
+    assert!(
+        rates
+            .path_traffic(&format!("/p{}", AccessRates::MAX_WATCHED_PATHS))
+            .is_none()
+    );
+}
+
+#[test]
+fn the_host_and_port_a_request_came_in_with_are_kept_for_its_replay() {
+    let format = LogFormat::compile(
+        r#"$http_host $server_port "$request" $status $upstream_addr $upstream_status"#,
+    )
+    .unwrap();
+    let mut rates = AccessRates::new(60);
+    for line in [
+        &br#"10.77.1.2:8080 8080 "GET /app?token=x HTTP/1.1" 502 127.0.0.1:3000 502"#[..],
+        br#"10.77.1.2:8080 8080 "POST /form HTTP/1.1" 200 127.0.0.1:3000 200"#,
+    ] {
+        rates.record(&format.parse(line).unwrap(), 1);
+    }
+    // Only a GET is replayed; the POST after it does not replace it.
+    assert_eq!(
+        rates.replay("127.0.0.1:3000"),
+        Some(&Replay {
+            path: "/app".into(),
+            host: Some("10.77.1.2:8080".into()),
+            port: Some(8080),
+        })
+    );
+    // `$host` without `$server_port`: the port is the Host's, or unknown.
+    let format = LogFormat::compile(r#"$host "$request" $status $upstream_addr"#).unwrap();
+    let f = format
+        .parse(br#"example.com "GET / HTTP/1.1" 200 127.0.0.1:3000"#)
+        .unwrap();
+    assert_eq!(f.host, Some(&b"example.com"[..]));
+    assert_eq!(
+        Replay::of_get(f.request.unwrap(), f.host, f.server_port),
+        Some(Replay {
+            path: "/".into(),
+            host: Some("example.com".into()),
+            port: None,
+        })
+    );
+    // A server_name pattern is no Host to send.
+    let format = LogFormat::compile(r#"$server_name "$request" $status"#).unwrap();
+    let f = format.parse(br#"_ "GET / HTTP/1.1" 502"#).unwrap();
+    assert_eq!(
+        Replay::of_get(f.request.unwrap(), f.host, None)
+            .unwrap()
+            .host,
+        None
+    );
+}
+
+#[test]
+fn request_lines_hosts_and_ports_are_read_strictly() {
+    assert_eq!(
+        request_path(b"GET /index.php?x=1 HTTP/1.1"),
+        Some(("GET", "/index.php"))
+    );
+    assert_eq!(request_path(b"HEAD / HTTP/1.0"), Some(("HEAD", "/")));
+    assert_eq!(request_path(b"GET /a#frag"), Some(("GET", "/a")));
+    for bad in [
+        &b""[..],
+        b"-",
+        b"GET",
+        b"GET http://other/ HTTP/1.1",
+        b"GET /\\x22 HTTP/1.1",
+        b"get / HTTP/1.1",
+        b"GET / HTTP/1.1 extra",
+        b"\x16\x03\x01",
+    ] {
+        assert_eq!(request_path(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(host_port("10.77.1.2:8080"), Some(8080));
+    assert_eq!(host_port("[::1]:8443"), Some(8443));
+    assert_eq!(host_port("example.com"), None);
+    assert_eq!(host_port("[::1]"), None);
+    assert_eq!(host_port("::1"), None);
+    assert!(valid_host("www.example.com") && valid_host("[::1]:80"));
+    assert!(!valid_host("_") && !valid_host("*.example.com") && !valid_host("a b"));
 }

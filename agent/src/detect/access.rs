@@ -4,7 +4,11 @@
 //! against the `log_format` it was written with ([`LogFormat::compile`] once, then
 //! [`LogFormat::parse`] per line): the predefined `combined`, or any format made of `$variables`
 //! and literal text. What is kept: `$status`, `$upstream_addr`, `$upstream_status`,
-//! `$time_local`. [`AccessRates`] counts the 502s and 504s per upstream over a sliding window.
+//! `$time_local`, and, for replaying a request, `$request`, the host (`$http_host`, `$host` or
+//! `$server_name`) and `$server_port`. [`AccessRates`] counts the 502s and 504s per upstream
+//! over a sliding window, and per upstream the answers (any other status but 503) with the
+//! times of the latest answer and the latest 502/504: the evidence that an upstream works again
+//! is answers through it after its last error, not the mere absence of errors.
 //!
 //! Both are pure and total: no I/O, the clock is an argument, and any bytes give an answer
 //! (`None` for a line that does not fit the format).
@@ -54,6 +58,10 @@ enum Field {
     UpstreamAddr,
     UpstreamStatus,
     TimeLocal,
+    Request,
+    /// `$http_host`, `$host`, `$server_name`, best first (the rank).
+    Host(u8),
+    ServerPort,
 }
 
 /// How a value's end is found (see the module docs).
@@ -80,6 +88,13 @@ pub struct AccessFields<'a> {
     pub upstream_status: Option<&'a [u8]>,
     /// `$time_local`, e.g. `21/Nov/2026:03:20:01 +0000`.
     pub time_local: Option<&'a [u8]>,
+    /// `$request`, the request line, e.g. `GET /index.php HTTP/1.1`.
+    pub request: Option<&'a [u8]>,
+    /// The request's host: `$http_host` (with its port, as the client sent it), else `$host`,
+    /// else `$server_name`.
+    pub host: Option<&'a [u8]>,
+    /// `$server_port`, the port the request came in on.
+    pub server_port: Option<u16>,
 }
 
 impl LogFormat {
@@ -163,6 +178,8 @@ impl LogFormat {
     /// Read one line (without its `\n`); `None` if it does not fit the format.
     pub fn parse<'a>(&self, line: &'a [u8]) -> Option<AccessFields<'a>> {
         let mut fields = AccessFields::default();
+        // The rank of the host variable read so far: a better one replaces it.
+        let mut host_rank = u8::MAX;
         let mut pos = 0;
         let mut segments = self.segments.iter().peekable();
         while let Some(segment) = segments.next() {
@@ -194,6 +211,17 @@ impl LogFormat {
                         Some(Field::UpstreamAddr) => fields.upstream_addr = Some(value),
                         Some(Field::UpstreamStatus) => fields.upstream_status = Some(value),
                         Some(Field::TimeLocal) => fields.time_local = Some(value),
+                        Some(Field::Request) => fields.request = Some(value),
+                        Some(Field::Host(rank)) => {
+                            if *rank < host_rank && value != b"-" && !value.is_empty() {
+                                host_rank = *rank;
+                                fields.host = Some(value);
+                            }
+                        }
+                        Some(Field::ServerPort) => {
+                            fields.server_port =
+                                std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                        }
                         None => {}
                     }
                     pos += len;
@@ -210,6 +238,11 @@ fn variable(name: &[u8]) -> Segment {
         b"upstream_addr" => Some(Field::UpstreamAddr),
         b"upstream_status" => Some(Field::UpstreamStatus),
         b"time_local" => Some(Field::TimeLocal),
+        b"request" => Some(Field::Request),
+        b"http_host" => Some(Field::Host(0)),
+        b"host" => Some(Field::Host(1)),
+        b"server_name" => Some(Field::Host(2)),
+        b"server_port" => Some(Field::ServerPort),
         _ => None,
     };
     let shape = if name == b"time_local" {
@@ -387,17 +420,104 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// 502s and 504s per upstream: per second over a sliding window, and in total.
+/// The longest path kept for a replay or watched: a longer one is not sent again.
+pub const MAX_PATH_BYTES: usize = 1_024;
+
+/// A request that may be sent again to see whether an upstream answers: a GET of a path the
+/// logs saw go to it, with the Host it was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The path, without its query string: `/index.php`.
+    pub path: String,
+    /// The Host header as the client sent it (`10.77.1.2:8080`), when the log names it.
+    pub host: Option<String>,
+    /// The port the request came in on: `$server_port`, else the Host's port; `None` when
+    /// neither says (then it came in on 80, as a Host without a port means).
+    pub port: Option<u16>,
+}
+
+impl Replay {
+    /// A replay of a `GET` request line sent with `host`, on `port` if known; `None` for another
+    /// method, or a path that could not be sent again as it was.
+    pub fn of_get(request: &[u8], host: Option<&[u8]>, port: Option<u16>) -> Option<Replay> {
+        let (method, path) = request_path(request)?;
+        if method != "GET" {
+            return None;
+        }
+        let host = host
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| valid_host(h));
+        Some(Replay {
+            path: path.to_owned(),
+            host: host.map(str::to_owned),
+            port: port.or_else(|| host.and_then(host_port)),
+        })
+    }
+
+    fn is(&self, path: &str, host: Option<&str>, port: Option<u16>) -> bool {
+        self.path == path && self.host.as_deref() == host && self.port == port
+    }
+}
+
+/// A request line's method and path, the query string and fragment cut:
+/// `GET /a.php?b=1 HTTP/1.1` -> (`GET`, `/a.php`). `None` for anything but a path of plain
+/// printable bytes: nginx writes `"`, `\` and control bytes as `\xHH` in its logs, which sent
+/// again would be another path.
+pub fn request_path(request: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(request).ok()?;
+    let mut parts = text.split(' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    if parts.count() > 1 || method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let path = target.split(['?', '#']).next()?;
+    let plain = path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    (path.starts_with('/') && path.len() <= MAX_PATH_BYTES && plain).then_some((method, path))
+}
+
+/// Whether a host from a log may be sent again as a Host header: a name or an address, with
+/// an optional port; not a `server_name` pattern (`_`, `*.example.com`, `~^www`).
+pub fn valid_host(host: &str) -> bool {
+    host != "_"
+        && !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// The port a Host value names: `a:8080` and `[::1]:8080` -> 8080; `None` without one.
+pub fn host_port(host: &str) -> Option<u16> {
+    let port = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?.1,
+        // An unbracketed IPv6 address has colons and no port.
+        None if host.matches(':').count() == 1 => host.rsplit_once(':')?.1,
+        None => return None,
+    };
+    port.parse().ok()
+}
+
+/// 502s and 504s per upstream: per second over a sliding window, and in total; and the
+/// answers per upstream (see [`Traffic`]).
 ///
 /// Each try nginx made counts against the upstream it went to, with the status that upstream
 /// gave (`$upstream_status`): a request that failed on `a` and then succeeded on `b` is one
-/// 502 for `a`. Without `$upstream_status`, the client's `$status` counts against the last
-/// upstream tried. Without `$upstream_addr` (the `combined` format), everything counts under
-/// [`NO_UPSTREAM`].
+/// 502 for `a` and one answer of `b`. Without `$upstream_status`, the client's `$status`
+/// counts against the last upstream tried. Without `$upstream_addr` (the `combined` format),
+/// everything counts under [`NO_UPSTREAM`]; then the paths [`AccessRates::watch_paths`] names
+/// (those the error log saw fail) are followed one by one instead.
+///
+/// Memory is bounded: at most [`AccessRates::MAX_UPSTREAMS`] upstreams (the rest count
+/// together as [`OTHER_UPSTREAMS`]), a bucket per second of the window for each, and at most
+/// [`AccessRates::MAX_WATCHED_PATHS`] paths; what does not fit is counted in
+/// [`AccessRates::dropped`].
 #[derive(Debug, Clone)]
 pub struct AccessRates {
     window: u64,
     upstreams: BTreeMap<String, Series>,
+    paths: BTreeMap<String, Traffic>,
+    dropped: Dropped,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -405,6 +525,9 @@ struct Series {
     /// Per-second counts, oldest first, only seconds that had a 502 or 504, within the window.
     buckets: VecDeque<Bucket>,
     total: Counts,
+    traffic: Traffic,
+    /// The latest GET that went to this upstream.
+    replay: Option<Replay>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -418,6 +541,36 @@ struct Bucket {
 pub struct Counts {
     pub bad_gateway: u64,
     pub gateway_timeout: u64,
+}
+
+/// What the requests through one upstream (or to one path) got, as the access log shows
+/// them. Times are the `now` the lines were recorded at (Unix seconds); "since the latest
+/// error" is in the order the lines were recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Answers: any status but 502, 503, 504 and 499 (the client gone before an answer), so
+    /// the upstream answered, whatever it said.
+    pub answers: u64,
+    /// Answers recorded after the latest 502 or 504 (all of them when there was none).
+    pub answers_since_error: u64,
+    /// When the first of those was recorded.
+    pub first_answer_since_error: Option<u64>,
+    /// When the latest answer was recorded.
+    pub last_answer: Option<u64>,
+    /// The latest answer's status.
+    pub last_status: Option<u16>,
+    /// When the latest 502 or 504 was recorded.
+    pub last_error: Option<u64>,
+}
+
+/// What did not fit the bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Tries counted under [`OTHER_UPSTREAMS`] because [`AccessRates::MAX_UPSTREAMS`]
+    /// upstreams were known already.
+    pub upstreams: u64,
+    /// Paths not watched because [`AccessRates::MAX_WATCHED_PATHS`] were.
+    pub paths: u64,
 }
 
 /// One upstream's figures at a moment.
@@ -436,61 +589,171 @@ pub struct UpstreamRate {
     pub total: Counts,
 }
 
+/// What one status says about the upstream that gave it.
+enum Outcome {
+    Error(Counts),
+    Answer(u16),
+    Neither,
+}
+
+fn outcome(status: Option<u16>) -> Outcome {
+    match status {
+        Some(502) => Outcome::Error(Counts {
+            bad_gateway: 1,
+            gateway_timeout: 0,
+        }),
+        Some(504) => Outcome::Error(Counts {
+            bad_gateway: 0,
+            gateway_timeout: 1,
+        }),
+        // 503 is most often nginx's own limit; 499 the client leaving before any answer.
+        Some(503 | 499) | None => Outcome::Neither,
+        Some(status) => Outcome::Answer(status),
+    }
+}
+
 impl AccessRates {
     /// How many distinct upstreams are counted apart; the rest count as [`OTHER_UPSTREAMS`].
     pub const MAX_UPSTREAMS: usize = 1024;
+
+    /// How many paths [`AccessRates::watch_paths`] follows at most.
+    pub const MAX_WATCHED_PATHS: usize = 256;
 
     /// Count over a window of `window_seconds` (at least 1).
     pub fn new(window_seconds: u64) -> AccessRates {
         AccessRates {
             window: window_seconds.max(1),
             upstreams: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            dropped: Dropped::default(),
         }
     }
 
-    /// Count one line's 502s and 504s at `now` (Unix seconds; the caller's clock, or the
-    /// line's own [`AccessFields::time_unix`]). A `now` older than the newest second already
-    /// counted for that upstream counts in that newest second, so memory stays bounded.
+    /// Count one line at `now` (Unix seconds; the caller's clock, or the line's own
+    /// [`AccessFields::time_unix`]): its 502s and 504s, its answers, the GET it was. A `now`
+    /// older than the newest second already counted for that upstream counts in that newest
+    /// second, so memory stays bounded.
     pub fn record(&mut self, fields: &AccessFields<'_>, now: u64) {
+        let replay = fields
+            .request
+            .and_then(request_path)
+            .filter(|(method, _)| *method == "GET")
+            .map(|(_, path)| {
+                let host = fields
+                    .host
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| valid_host(h));
+                (
+                    path,
+                    host,
+                    fields.server_port.or_else(|| host.and_then(host_port)),
+                )
+            });
         for (addr, status) in fields.attempts() {
-            let add = match status {
-                Some(502) => Counts {
-                    bad_gateway: 1,
-                    gateway_timeout: 0,
-                },
-                Some(504) => Counts {
-                    bad_gateway: 0,
-                    gateway_timeout: 1,
-                },
-                _ => continue,
-            };
+            let outcome = outcome(status);
+            let named = addr != NO_UPSTREAM.as_bytes();
+            if matches!(outcome, Outcome::Neither) && !(named && replay.is_some()) {
+                continue;
+            }
             let key = String::from_utf8_lossy(addr);
             let series = if let Some(series) = self.upstreams.get_mut(key.as_ref()) {
                 series
             } else {
                 let key = if self.upstreams.len() >= Self::MAX_UPSTREAMS {
+                    self.dropped.upstreams = self.dropped.upstreams.saturating_add(1);
                     OTHER_UPSTREAMS.to_owned()
                 } else {
                     key.into_owned()
                 };
                 self.upstreams.entry(key).or_default()
             };
-            series.add(add, now, self.window);
+            match outcome {
+                Outcome::Error(add) => {
+                    series.add(add, now, self.window);
+                    series.traffic.error(now);
+                }
+                Outcome::Answer(status) => series.traffic.answer(status, now),
+                Outcome::Neither => {}
+            }
+            if let Some((path, host, port)) = replay
+                && named
+                && !series
+                    .replay
+                    .as_ref()
+                    .is_some_and(|r| r.is(path, host, port))
+            {
+                series.replay = Some(Replay {
+                    path: path.to_owned(),
+                    host: host.map(str::to_owned),
+                    port,
+                });
+            }
         }
+        // Without `$upstream_addr` the path is all that ties a line to an upstream.
+        if fields.upstream_addr.is_none()
+            && let Some((_, path)) = fields.request.and_then(request_path)
+            && let Some(traffic) = self.paths.get_mut(path)
+        {
+            match outcome(fields.status) {
+                Outcome::Error(_) => traffic.error(now),
+                Outcome::Answer(status) => traffic.answer(status, now),
+                Outcome::Neither => {}
+            }
+        }
+    }
+
+    /// Follows exactly these paths from now on (what was counted for a path still named is
+    /// kept): the paths of the requests the error log saw fail, so that an access log without
+    /// `$upstream_addr` still tells their answers from the rest.
+    pub fn watch_paths<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        let mut kept = BTreeMap::new();
+        for path in paths {
+            if kept.contains_key(path) {
+                continue;
+            }
+            if kept.len() >= Self::MAX_WATCHED_PATHS {
+                self.dropped.paths = self.dropped.paths.saturating_add(1);
+                continue;
+            }
+            let traffic = self.paths.remove(path).unwrap_or_default();
+            kept.insert(path.to_owned(), traffic);
+        }
+        self.paths = kept;
     }
 
     /// The figures for one upstream at `now`; `None` if it never had a 502 or 504.
     pub fn rate(&self, upstream: &str, now: u64) -> Option<UpstreamRate> {
         let series = self.upstreams.get(upstream)?;
-        Some(series.rate(upstream, now, self.window))
+        (series.total != Counts::default()).then(|| series.rate(upstream, now, self.window))
     }
 
     /// The figures for every upstream that ever had a 502 or 504, by name.
     pub fn rates(&self, now: u64) -> Vec<UpstreamRate> {
         self.upstreams
             .iter()
+            .filter(|(_, series)| series.total != Counts::default())
             .map(|(name, series)| series.rate(name, now, self.window))
             .collect()
+    }
+
+    /// The answers and errors of one upstream, as `$upstream_addr` names it.
+    pub fn traffic(&self, upstream: &str) -> Option<Traffic> {
+        self.upstreams.get(upstream).map(|s| s.traffic)
+    }
+
+    /// The answers and errors of one watched path (see [`AccessRates::watch_paths`]).
+    pub fn path_traffic(&self, path: &str) -> Option<Traffic> {
+        self.paths.get(path).copied()
+    }
+
+    /// The latest GET that went to this upstream, to send again.
+    pub fn replay(&self, upstream: &str) -> Option<&Replay> {
+        self.upstreams.get(upstream)?.replay.as_ref()
+    }
+
+    /// What did not fit the bounds, since counting began.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
     }
 
     /// The window, in seconds.
@@ -503,6 +766,22 @@ impl Counts {
     fn add(&mut self, other: Counts) {
         self.bad_gateway = self.bad_gateway.saturating_add(other.bad_gateway);
         self.gateway_timeout = self.gateway_timeout.saturating_add(other.gateway_timeout);
+    }
+}
+
+impl Traffic {
+    fn answer(&mut self, status: u16, now: u64) {
+        self.answers = self.answers.saturating_add(1);
+        self.answers_since_error = self.answers_since_error.saturating_add(1);
+        self.first_answer_since_error.get_or_insert(now);
+        self.last_answer = Some(self.last_answer.map_or(now, |t| t.max(now)));
+        self.last_status = Some(status);
+    }
+
+    fn error(&mut self, now: u64) {
+        self.last_error = Some(self.last_error.map_or(now, |t| t.max(now)));
+        self.answers_since_error = 0;
+        self.first_answer_since_error = None;
     }
 }
 

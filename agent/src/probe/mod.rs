@@ -1,6 +1,7 @@
 //! Probes: read the host's real state. Each probe is one file and owns one interface.
 
 pub mod error;
+pub mod http;
 pub mod listeners;
 pub mod nginx;
 pub mod php_fpm;
