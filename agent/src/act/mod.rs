@@ -695,14 +695,16 @@ pub struct ActArgs {
     /// The socket path: the one to fix, or for restart/start the one that must accept.
     #[arg(long, default_value = "")]
     pub socket: String,
-    /// fix_socket_ownership: owner, group and mode (octal, `0660`) instead of the pool's.
+    /// fix_socket_ownership: owner, group and mode (octal, `0660`); each must be the pool's or
+    /// listed in the config's `actions.socket_ownership`, else the request is refused.
     #[arg(long, default_value = "")]
     pub owner: String,
     #[arg(long, default_value = "")]
     pub group: String,
     #[arg(long, default_value = "")]
     pub mode: String,
-    /// The whole action's deadline in milliseconds (0: the config's default).
+    /// The whole action's deadline in milliseconds (0: the config's default; at most
+    /// `actions.max_deadline_ms`).
     #[arg(long, default_value_t = 0)]
     pub deadline_ms: u32,
     /// How long verification may wait, in milliseconds (0: the config's default).
