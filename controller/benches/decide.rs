@@ -76,6 +76,7 @@ fn finding(i: usize) -> Finding {
         id: format!("{host}/{cause}"),
         revision: 1,
         labels: BTreeMap::new(),
+        edit: None,
         host,
         cause,
         root_cause: root,

@@ -157,6 +157,7 @@ proptest! {
                         last_seen: now,
                         resolved,
                         labels: BTreeMap::new(),
+                        edit: None,
                     };
                     state.record_finding(&f, now, "");
                     oracle.online.insert(host(i), true);

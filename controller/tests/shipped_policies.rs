@@ -36,6 +36,7 @@ fn finding(cause: Cause, root_cause: RootCause) -> Finding {
         last_seen: 60_000,
         resolved: false,
         labels: BTreeMap::new(),
+        edit: None,
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::v1::{ActionKind, ActionStatus, Cause, RootCause};
+use crate::v1::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
 
 /// An id that names no variant of the enum it was parsed as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +114,7 @@ ids!(ActionKind, "action", [
     FixSocketOwnership => "fix_socket_ownership",
     ReloadNginx => "reload_nginx",
     Escalate => "escalate",
+    EditConfig => "edit_config",
 ]);
 
 ids!(ActionStatus, "action status", [
@@ -122,6 +123,12 @@ ids!(ActionStatus, "action status", [
     Refused => "refused",
     Planned => "planned",
     TimedOut => "timed_out",
+    RolledBack => "rolled_back",
+]);
+
+ids!(ConfigKind, "config kind", [
+    Nginx => "nginx",
+    PhpFpmPool => "php_fpm_pool",
 ]);
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub mod v1 {
 pub mod ids;
 
 pub use ids::UnknownId;
-pub use v1::{ActionKind, ActionStatus, Cause, RootCause};
+pub use v1::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
 
 /// An error and its sources on one line, `a: b: c`, as logs, action outcomes and probe
 /// evidence show them.

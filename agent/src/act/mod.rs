@@ -185,6 +185,10 @@ pub fn admit(request: &ActionRequest, settings: &Settings) -> Result<ActionKind,
             }
         }
         ActionKind::FixSocketOwnership => admit_socket_path(&request.socket_path, settings)?,
+        // Not built into this agent yet (issue 16): refused before anything is read.
+        ActionKind::EditConfig => {
+            return refuse("edit_config is not supported by this agent version");
+        }
         ActionKind::ReloadNginx | ActionKind::Escalate | ActionKind::Unspecified => {}
     }
     Ok(kind)
@@ -204,6 +208,7 @@ pub fn plan(request: &ActionRequest, settings: &Settings, facts: &Facts) -> Resu
             reload_nginx::plan(request, settings, facts).map(Plan::ReloadNginx)
         }
         ActionKind::Escalate => Ok(Plan::Escalate(escalate::plan(request))),
+        ActionKind::EditConfig => refuse("edit_config is not supported by this agent version"),
         ActionKind::Unspecified => refuse("unspecified is not an action"),
     }
 }
@@ -220,7 +225,7 @@ pub fn lock_key(request: &ActionRequest, settings: &Settings, pools: &[Pool]) ->
                 .and_then(Pool::unit)
                 .unwrap_or_else(|| request.socket_path.clone()),
         ),
-        ActionKind::Escalate | ActionKind::Unspecified => None,
+        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => None,
     }
 }
 
@@ -633,7 +638,7 @@ async fn observe(
                 facts.nginx_unit = systemd.unit_state(&settings.actions.nginx_unit).await.ok();
             }
         }
-        ActionKind::Escalate | ActionKind::Unspecified => {}
+        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => {}
     }
     Ok(facts)
 }
@@ -658,7 +663,7 @@ fn describe_facts(kind: ActionKind, facts: &Facts) -> String {
             Some(state) => unit::describe_state(state),
             None => "nginx's unit: systemd did not answer".to_owned(),
         },
-        ActionKind::Escalate | ActionKind::Unspecified => String::new(),
+        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => String::new(),
     }
 }
 
@@ -728,6 +733,7 @@ impl ActArgs {
             deadline_ms: self.deadline_ms,
             verify_timeout_ms: self.verify_timeout_ms,
             policy: "gatemend-agent act".to_owned(),
+            edit: None,
         }
     }
 }

@@ -63,6 +63,7 @@ impl Finding {
             last_seen_unix_ms: self.last_seen,
             count: self.count,
             resolved: self.resolved,
+            proposed_edit: None,
         }
     }
 }

@@ -29,7 +29,7 @@
 use std::collections::BTreeMap;
 
 use gatemend_proto::v1;
-use gatemend_proto::{Cause, RootCause};
+use gatemend_proto::{Cause, ConfigKind, RootCause};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::FindingError;
@@ -76,6 +76,86 @@ pub struct Finding {
     /// The host's labels, when the finding carries them (the fleet state's win otherwise).
     #[serde(default, deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
+    /// The configuration edit diagnosis proposes to mend it, when it found one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Edit>,
+}
+
+/// A configuration edit as diagnosis proposed it (the wire's `ConfigEdit`): one directive's
+/// value in one block of one file, the diff a human approves, the hash of the file it was
+/// computed against. The agent that applies it recomputes it and checks it against its own
+/// allow-list; nothing here is written anywhere as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    /// `nginx` or `php_fpm_pool`.
+    pub kind: ConfigKind,
+    pub file: String,
+    /// nginx: the block path, outermost first; php-fpm: the pool's name.
+    pub block: Vec<String>,
+    pub directive: String,
+    /// Empty when the directive is added.
+    #[serde(default)]
+    pub old_value: String,
+    pub new_value: String,
+    pub file_sha256: String,
+    pub diff: String,
+    #[serde(default)]
+    pub why: String,
+}
+
+impl Edit {
+    /// From the wire; `None` when it names no known kind of configuration or no directive.
+    pub fn from_wire(e: &v1::ConfigEdit) -> Option<Edit> {
+        let kind = ConfigKind::try_from(e.kind)
+            .ok()
+            .filter(|k| *k != ConfigKind::Unspecified)?;
+        if e.file.is_empty() || e.directive.is_empty() {
+            return None;
+        }
+        Some(Edit {
+            kind,
+            file: e.file.clone(),
+            block: e.block.clone(),
+            directive: e.directive.clone(),
+            old_value: e.old_value.clone(),
+            new_value: e.new_value.clone(),
+            file_sha256: e.file_sha256.clone(),
+            diff: e.diff.clone(),
+            why: e.why.clone(),
+        })
+    }
+
+    /// To the wire, for the ActionRequest that applies it.
+    pub fn to_wire(&self) -> v1::ConfigEdit {
+        v1::ConfigEdit {
+            kind: self.kind as i32,
+            file: self.file.clone(),
+            block: self.block.clone(),
+            directive: self.directive.clone(),
+            old_value: self.old_value.clone(),
+            new_value: self.new_value.clone(),
+            file_sha256: self.file_sha256.clone(),
+            diff: self.diff.clone(),
+            why: self.why.clone(),
+        }
+    }
+
+    /// `directive old -> new in FILE (block)`, one line.
+    pub fn summary(&self) -> String {
+        let old = if self.old_value.is_empty() {
+            "(absent)"
+        } else {
+            &self.old_value
+        };
+        format!(
+            "{} {old} -> {} in {} ({})",
+            self.directive,
+            self.new_value,
+            self.file,
+            self.block.join(" > ")
+        )
+    }
 }
 
 fn unknown() -> RootCause {
@@ -131,6 +211,7 @@ impl TryFrom<&v1::Finding> for Finding {
             last_seen: f.last_seen_unix_ms,
             resolved: f.resolved,
             labels: BTreeMap::new(),
+            edit: f.proposed_edit.as_ref().and_then(Edit::from_wire),
         })
     }
 }

@@ -34,7 +34,7 @@ use gatemend_proto::{Cause, RootCause};
 use crate::policy::{Mode, Policy, PolicySet, format_duration};
 
 pub use error::FindingError;
-pub use finding::{Finding, UnixMs};
+pub use finding::{Edit, Finding, UnixMs};
 pub use incident::{Incident, Stage};
 pub use state::{
     Acted, Attempts, ChainState, Changes, FleetData, FleetState, HostState, InFlight,

@@ -48,6 +48,7 @@ fn finding(host: &str) -> Finding {
         last_seen: T0,
         resolved: false,
         labels: BTreeMap::new(),
+        edit: None,
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Unfit {
     /// fix_socket_ownership needs a unix socket upstream.
     #[error("{kind} needs a unix socket upstream, got `{upstream}`")]
     NoSocket { kind: ActionKind, upstream: String },
+    /// edit_config needs the edit diagnosis proposed.
+    #[error("{kind} needs the configuration edit diagnosis proposes, and finding {finding} carries none")]
+    NoEdit { kind: ActionKind, finding: String },
     /// The host's stream would not take it (offline, not allowed by its Hello, queue full).
     #[error("cannot send {kind}: {why}")]
     Unsent { kind: ActionKind, why: String },

@@ -82,6 +82,18 @@ pub fn build(
             request.unit = f.unit.clone();
         }
         ActionKind::ReloadNginx => request.unit = "nginx.service".to_owned(),
+        ActionKind::EditConfig => {
+            let edit = f.edit.as_ref().ok_or_else(|| Unfit::NoEdit {
+                kind,
+                finding: f.id.clone(),
+            })?;
+            request.edit = Some(edit.to_wire());
+            // One edit at a time per unit on the host: nginx's, or the pool's php-fpm.
+            request.unit = match edit.kind {
+                gatemend_proto::ConfigKind::PhpFpmPool => f.unit.clone(),
+                _ => "nginx.service".to_owned(),
+            };
+        }
         ActionKind::Escalate | ActionKind::Unspecified => return Err(Unfit::Unknown { kind }),
     }
     Ok(request)
