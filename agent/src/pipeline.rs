@@ -5,8 +5,11 @@
 //!   findings that are still open.
 //! - [`watch`]: `gatemend-agent run` — tails the logs for ever and hands each new or changed
 //!   finding to the link. A new problem is sent at once (with probes re-read for it); updates
-//!   of a known one are batched once a second; every `review` interval the probes are read
-//!   again, findings re-diagnosed, and the ones quiet and healthy resolved.
+//!   of a known one are batched once a second, and so are findings whose upstream the access
+//!   log shows still failing; every `review` interval the probes are read again, findings
+//!   re-diagnosed, the quiet ones that wait only for evidence probed with a GET through nginx
+//!   (`probe::http`), and the ones with evidence that their upstream works again resolved
+//!   (`diagnose::resolve`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -22,10 +25,12 @@ use std::sync::Arc;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::config::AgentConfig;
-use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM};
+use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM, Traffic};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
-use crate::diagnose::{self, Aggregator, Finding, Probes};
+use crate::diagnose::resolve::{ProbeAnswer, RESOLVED_BY, Recovery};
+use crate::diagnose::{self, Aggregator, Finding, Probes, Requests};
 use crate::link::{FINDINGS_QUEUE, Link, LinkError};
+use crate::probe::http;
 use crate::probe::nginx::LogDestination;
 use crate::probe::php_fpm;
 use crate::probe::snapshot::{self, Sources};
@@ -45,6 +50,8 @@ const FLUSH: Duration = Duration::from_secs(1);
 const FRESH: Duration = Duration::from_millis(200);
 /// The window of the access logs' 502/504 rates that findings carry as evidence.
 const RATE_WINDOW_SECS: u64 = 60;
+/// Active probes sent per review at most (each bounded by `probe::http::TIMEOUT`, all at once).
+const MAX_PROBES: usize = 8;
 
 /// What the pipeline needs to know.
 #[derive(Debug, Clone)]
@@ -288,7 +295,8 @@ pub async fn watch(
                 tracing::debug!(unit = %unit, "Unit changed.");
                 probes = snapshot::refresh(&probes, &settings.sources, systemd).await;
                 probed_at = Instant::now();
-                send(&out, review_all(&mut agg, &probes), &rates).await
+                let reviewed = review_all(&mut agg, &probes, &rates, &BTreeMap::new(), settings.utc_offset_secs);
+                send(&out, reviewed, &rates).await
             }
             line = lines.recv() => {
                 let Some(line) = line else { return Ok(()) };
@@ -311,18 +319,33 @@ pub async fn watch(
                 if let Some(d) = diagnose::diagnose(&classified, &probes) {
                     agg.observe(&classified, &line.bytes, &d, now_ms());
                 }
-                if new { send(&out, agg.changed(), &rates).await } else { true }
+                if new {
+                    // The access log follows the paths that failed from the first line on.
+                    rates.watch_paths(agg.paths());
+                    send(&out, agg.changed(), &rates).await
+                } else {
+                    true
+                }
             }
-            _ = flush.tick() => send(&out, agg.changed(), &rates).await,
+            _ = flush.tick() => {
+                rates.watch_paths(agg.paths());
+                agg.still_failing(settings.utc_offset_secs, |f, r| access_view(f, r, &probes, &rates));
+                send(&out, agg.changed(), &rates).await
+            }
             _ = review.tick() => {
                 probes = snapshot::take(&settings.sources, systemd, &remembered).await;
                 probes.remember_listeners(&mut remembered);
                 probed_at = Instant::now();
                 observe_nginx_test(&mut agg, &probes, now_ms());
-                let reviewed = review_all(&mut agg, &probes);
+                let answers = probe_awaiting(&agg, &probes, &rates).await;
+                let reviewed = review_all(&mut agg, &probes, &rates, &answers, settings.utc_offset_secs);
                 let dropped = tailer.dropped();
                 if dropped > 0 {
                     tracing::warn!(dropped, "Log lines could not be delivered to diagnosis.");
+                }
+                let over = rates.dropped();
+                if over != Default::default() {
+                    tracing::debug!(upstreams = over.upstreams, paths = over.paths, "Access log counts past their bounds.");
                 }
                 send(&out, reviewed, &rates).await
             }
@@ -333,11 +356,19 @@ pub async fn watch(
     }
 }
 
-/// Re-diagnoses the open findings with `probes` and resolves the quiet ones the probes do
-/// not show broken.
-fn review_all(agg: &mut Aggregator, probes: &Probes) -> Vec<Finding> {
+/// Re-diagnoses the open findings with `probes` and resolves those with evidence that their
+/// upstream works again: the access log (`rates`), the active probes' `answers` (by finding
+/// id), or the probes showing the fault mended (see `diagnose::resolve`).
+fn review_all(
+    agg: &mut Aggregator,
+    probes: &Probes,
+    rates: &AccessRates,
+    answers: &BTreeMap<String, ProbeAnswer>,
+    utc_offset_secs: i64,
+) -> Vec<Finding> {
     agg.review(
         now_ms(),
+        utc_offset_secs,
         // Only while the probes still show the fault: once mended, the finding keeps the
         // diagnosis that explained it until its lines fall quiet.
         |f| {
@@ -345,8 +376,110 @@ fn review_all(agg: &mut Aggregator, probes: &Probes) -> Vec<Finding> {
                 .then(|| diagnose::diagnose(&as_line(f), probes))
                 .flatten()
         },
-        |f| diagnose::healthy(f.cause, &f.upstream, probes) != Some(false),
+        |f, r| recovery(f, r, probes, rates, answers.get(&f.id)),
     )
+}
+
+/// Everything that can tell whether `f`'s upstream works again.
+pub fn recovery(
+    f: &Finding,
+    requests: &Requests,
+    probes: &Probes,
+    rates: &AccessRates,
+    probe: Option<&ProbeAnswer>,
+) -> Recovery {
+    Recovery {
+        health: diagnose::healthy(f.cause, &f.upstream, probes),
+        access: access_view(f, requests, probes, rates),
+        probe: probe.cloned(),
+        checkable: !f.upstream.is_empty()
+            || !requests.paths.is_empty()
+            || requests.replay.is_some(),
+    }
+}
+
+/// What the access log shows of `f`'s upstream: the upstream as `$upstream_addr` names it
+/// (and, for an `upstream {}` block, each of its servers), or, when the log names no
+/// upstreams, the paths that failed.
+pub fn access_view(
+    f: &Finding,
+    requests: &Requests,
+    probes: &Probes,
+    rates: &AccessRates,
+) -> Vec<(String, Traffic)> {
+    let mut view = Vec::new();
+    if !f.upstream.is_empty() {
+        let servers = probes
+            .nginx
+            .iter()
+            .flat_map(|n| n.upstreams.iter())
+            .filter(|block| block.name == f.upstream)
+            .flat_map(|block| block.servers.iter().map(|s| s.target.to_string()));
+        for addr in std::iter::once(f.upstream.clone()).chain(servers) {
+            if let Some(t) = rates.traffic(&addr) {
+                view.push((format!("via {addr}"), t));
+            }
+        }
+    }
+    if view.is_empty() {
+        for path in &requests.paths {
+            if let Some(t) = rates.path_traffic(path) {
+                view.push((format!("to {path}"), t));
+            }
+        }
+    }
+    view
+}
+
+/// What to send to see whether `f`'s upstream answers: the latest GET its lines name (else
+/// the latest the access log saw go to its upstream), to nginx on loopback at the port the
+/// request came in on, if nginx listens there.
+pub fn probe_request(
+    f: &Finding,
+    requests: &Requests,
+    probes: &Probes,
+    rates: &AccessRates,
+) -> Option<http::Request> {
+    let replay = requests
+        .replay
+        .as_ref()
+        .or_else(|| rates.replay(&f.upstream))?;
+    let addr = http::nginx_loopback(&probes.listeners, replay.port.unwrap_or(80))?;
+    Some(http::Request {
+        addr,
+        path: replay.path.clone(),
+        host: replay.host.clone(),
+    })
+}
+
+/// Probes the findings that wait only for evidence (at most [`MAX_PROBES`], at once); the
+/// answers by finding id.
+async fn probe_awaiting(
+    agg: &Aggregator,
+    probes: &Probes,
+    rates: &AccessRates,
+) -> BTreeMap<String, ProbeAnswer> {
+    let waiting = agg.awaiting_evidence(now_ms(), |f, r| recovery(f, r, probes, rates, None));
+    let sends = waiting
+        .iter()
+        .filter_map(|(f, r)| Some((f.id.clone(), probe_request(f, r, probes, rates)?)))
+        .take(MAX_PROBES)
+        .map(|(id, request)| async move {
+            let outcome = http::get(&request)
+                .await
+                .map_err(|e| gatemend_proto::error_chain(&e));
+            tracing::debug!(finding = %id, sent = %request.describe(), outcome = ?outcome, "Probed.");
+            let answer = ProbeAnswer {
+                at: now_ms(),
+                sent: request.describe(),
+                outcome,
+            };
+            (id, answer)
+        });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// A finding as a line, for re-diagnosing it with new probes.
@@ -384,7 +517,12 @@ async fn send(
                 .probes
                 .insert("access.upstream".to_owned(), rate.upstream.clone());
         }
-        tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, detail = %f.root_cause_detail, "Finding.");
+        let resolved_by = f
+            .evidence
+            .probes
+            .get(RESOLVED_BY)
+            .map_or("", String::as_str);
+        tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, resolved_by = %resolved_by, detail = %f.root_cause_detail, "Finding.");
         if out.send(f.to_wire()).await.is_err() {
             return false;
         }

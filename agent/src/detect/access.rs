@@ -212,12 +212,13 @@ impl LogFormat {
                         Some(Field::UpstreamStatus) => fields.upstream_status = Some(value),
                         Some(Field::TimeLocal) => fields.time_local = Some(value),
                         Some(Field::Request) => fields.request = Some(value),
-                        Some(Field::Host(rank)) => {
-                            if *rank < host_rank && value != b"-" && !value.is_empty() {
-                                host_rank = *rank;
-                                fields.host = Some(value);
-                            }
+                        Some(Field::Host(rank))
+                            if *rank < host_rank && value != b"-" && !value.is_empty() =>
+                        {
+                            host_rank = *rank;
+                            fields.host = Some(value);
                         }
+                        Some(Field::Host(_)) => {}
                         Some(Field::ServerPort) => {
                             fields.server_port =
                                 std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());

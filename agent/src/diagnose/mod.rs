@@ -1,7 +1,8 @@
 //! Diagnose: a classified line and what the probes found → why nginx failed (the root cause),
 //! the systemd unit behind the upstream, and the evidence. Then aggregation: the lines of one
 //! (cause, upstream) become one [`Finding`] with a count, re-sent when it changes and resolved
-//! when the errors stop and the probes are healthy again.
+//! when the errors stop and something shows the site works again (`resolve`: the access log,
+//! the active probe, or the probes showing the fault mended; never silence alone).
 //!
 //! Pure: no I/O and no clock. The probes are read beforehand into a [`Probes`] snapshot
 //! (`probe::snapshot`), and times are passed in.
@@ -14,6 +15,7 @@
 
 mod aggregate;
 mod finding;
+pub mod resolve;
 mod target;
 
 mod capacity_exhausted;
@@ -31,7 +33,7 @@ use std::collections::BTreeMap;
 
 use gatemend_proto::{Cause, RootCause};
 
-pub use aggregate::{Aggregator, EVIDENCE_LINES};
+pub use aggregate::{Aggregator, EVIDENCE_LINES, MAX_PATHS, Requests};
 pub use finding::{Evidence, Finding, unix_ms};
 pub use target::unit_for;
 
@@ -113,8 +115,11 @@ pub fn diagnose(line: &Classified<'_>, probes: &Probes) -> Option<Diagnosis> {
 
 /// What the probes say now about a finding's upstream: `Some(false)` while they still show the
 /// fault (the unit down, the socket missing or closed to the worker, nginx -t failing),
-/// `Some(true)` when they show it mended, `None` when probes cannot tell (a slow or crashing
-/// upstream, DNS, TLS, a limit): then only the logs falling quiet can.
+/// `Some(true)` when they show it mended (the socket or port nginx connects to accepts again,
+/// for the worker), `None` when probes cannot tell (a slow or crashing upstream, DNS, TLS, a
+/// limit, or an upstream no known unit serves that does not accept yet): then only answers in
+/// the access log or the active probe can (see `resolve`). Nothing showing the fault is not
+/// the same as the probes showing it mended.
 pub fn healthy(cause: Cause, upstream: &str, probes: &Probes) -> Option<bool> {
     if cause == Cause::ConfigInvalid {
         return Some(probes.nginx_error.is_none());
@@ -133,14 +138,39 @@ pub fn healthy(cause: Cause, upstream: &str, probes: &Probes) -> Option<bool> {
     if checks.iter().any(|check| check(&line, probes).is_some()) {
         return Some(false);
     }
-    matches!(
+    let connect_failures = matches!(
         cause,
         Cause::UpstreamSocketMissing
             | Cause::UpstreamRefused
             | Cause::UpstreamSocketPermission
             | Cause::NoLiveUpstreams
-    )
-    .then_some(true)
+    );
+    (connect_failures && accepts(upstream, probes, 0)).then_some(true)
+}
+
+/// Whether the probes see nginx's worker able to connect to `upstream` now: a unix socket that
+/// accepts and that the worker user may open, a TCP port something listens on, or any server
+/// of an `upstream {}` block that does.
+fn accepts(upstream: &str, probes: &Probes, depth: u8) -> bool {
+    match crate::probe::nginx::Target::from_log(upstream) {
+        Some(crate::probe::nginx::Target::Unix(path)) => probes
+            .sockets
+            .get(&path)
+            .is_some_and(|s| s.info.is_socket && s.accepts && s.worker.allowed),
+        Some(crate::probe::nginx::Target::Tcp { host, port }) => {
+            crate::probe::listeners::listening_on(&probes.listeners, &host, port).is_some()
+        }
+        // A group's servers are addresses, never groups; the depth only guards against a
+        // configuration that says otherwise.
+        Some(crate::probe::nginx::Target::Upstream(group)) if depth == 0 => probes
+            .nginx
+            .iter()
+            .flat_map(|n| n.upstreams.iter())
+            .filter(|block| block.name == group)
+            .flat_map(|block| block.servers.iter())
+            .any(|server| accepts(&server.target.to_string(), probes, depth + 1)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

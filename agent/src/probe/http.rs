@@ -167,10 +167,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<u16, HttpProbeErro
         .map_err(|source| HttpProbeError::Send { addr, source })?;
     let mut buf = vec![0; STATUS_LINE_MAX];
     let mut len = 0;
-    loop {
-        let Some(free) = buf.get_mut(len..).filter(|free| !free.is_empty()) else {
-            break;
-        };
+    while let Some(free) = buf.get_mut(len..).filter(|free| !free.is_empty()) {
         let n = stream
             .read(free)
             .await
