@@ -122,3 +122,55 @@ fn only_a_proven_service_down_restarts_unattended() {
         assert_eq!(d.outcome.id(), outcome, "{cause} / {root}");
     }
 }
+
+#[test]
+fn a_proposed_edit_is_approved_by_a_human_and_without_one_the_old_answer_stands() {
+    let set = shipped();
+    let edit = |directive: &str| decide::Edit {
+        kind: gatemend_proto::ConfigKind::Nginx,
+        file: "/etc/nginx/sites-enabled/default".into(),
+        block: vec!["http".into(), "server".into(), "location ~ \\.php$".into()],
+        directive: directive.into(),
+        old_value: "unix:/run/php/php7.4-fpm.sock".into(),
+        new_value: "unix:/run/php/php8.2-fpm.sock".into(),
+        file_sha256: "00".repeat(32),
+        diff: "--- a/x\n+++ b/x\n".into(),
+        why: String::new(),
+    };
+    let decided = |f: &Finding| {
+        let mut state = FleetState::new();
+        state.record_finding(f, 60_000, "");
+        let d = decide::decide(&set, &state, f, 60_000, Options::default());
+        (d.outcome, d.policy.map(|p| p.name.clone()))
+    };
+    let mut f = finding(Cause::UpstreamSocketMissing, RootCause::WrongTarget);
+    f.edit = Some(edit("fastcgi_pass"));
+    assert_eq!(
+        decided(&f),
+        (Outcome::AwaitApproval, Some("edit-upstream-target".into()))
+    );
+    f.edit = None;
+    assert_eq!(
+        decided(&f),
+        (
+            Outcome::AwaitApproval,
+            Some("reload-nginx-after-approved-fix".into())
+        )
+    );
+    // An edit of another directive than the policy names does not ride on it.
+    let mut slow = finding(Cause::UpstreamReadTimeout, RootCause::UpstreamSlow);
+    slow.edit = Some(edit("proxy_read_timeout"));
+    assert_eq!(
+        decided(&slow),
+        (Outcome::AwaitApproval, Some("edit-raise-timeout".into()))
+    );
+    slow.edit = Some(edit("fastcgi_pass"));
+    assert_ne!(decided(&slow).1.as_deref(), Some("edit-raise-timeout"));
+    // Every shipped edit is approved by a human.
+    for p in set.policies() {
+        if p.actions.contains(&ActionKind::EditConfig) {
+            assert_eq!(p.mode, policy::Mode::Approve, "{}", p.name);
+            assert!(p.matcher.edits.is_some(), "{}", p.name);
+        }
+    }
+}

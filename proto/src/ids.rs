@@ -9,6 +9,27 @@ use std::str::FromStr;
 
 use crate::v1::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
 
+/// The configuration directives (nginx) and pool keys (php-fpm) a `ConfigEdit` may change:
+/// the closed set the agent's editor knows. Policies name them in `match.edit`.
+pub const EDITABLE_DIRECTIVES: &[&str] = &[
+    "fastcgi_pass",
+    "proxy_pass",
+    "proxy_read_timeout",
+    "proxy_connect_timeout",
+    "proxy_send_timeout",
+    "fastcgi_read_timeout",
+    "fastcgi_connect_timeout",
+    "fastcgi_send_timeout",
+    "fastcgi_buffer_size",
+    "fastcgi_buffers",
+    "proxy_buffer_size",
+    "proxy_buffers",
+    "resolver",
+    "worker_connections",
+    "worker_rlimit_nofile",
+    "pm.max_children",
+];
+
 /// An id that names no variant of the enum it was parsed as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} `{id}`, expected one of: {expected}")]

@@ -14,7 +14,7 @@ pub mod v1 {
 
 pub mod ids;
 
-pub use ids::UnknownId;
+pub use ids::{EDITABLE_DIRECTIVES, UnknownId};
 pub use v1::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
 
 /// An error and its sources on one line, `a: b: c`, as logs, action outcomes and probe

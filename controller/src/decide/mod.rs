@@ -395,6 +395,10 @@ pub enum Mismatch<'a> {
         /// The host's value.
         got: Option<&'a str>,
     },
+    /// The policy applies a configuration edit and diagnosis proposed none.
+    NoEdit,
+    /// The proposed edit changes a directive the policy does not name.
+    EditDirective(&'a str),
     /// Too few lines within the window.
     Threshold {
         /// Lines within the window.
@@ -424,6 +428,8 @@ impl fmt::Display for Mismatch<'_> {
                 want,
                 got: None,
             } => write!(f, "no label {key}, the policy wants {key}={want}"),
+            Mismatch::NoEdit => f.write_str("the finding proposes no configuration edit"),
+            Mismatch::EditDirective(d) => write!(f, "the proposed edit changes {d}, not listed"),
             Mismatch::Threshold { seen, need, within } => write!(
                 f,
                 "{seen} lines within {}, the threshold is {need}",
@@ -471,6 +477,15 @@ pub fn matches<'a>(
             if got != Some(want.as_str()) {
                 return Err(Mismatch::HostLabel { key, want, got });
             }
+        }
+    }
+    if let Some(edits) = &m.edits {
+        match &f.edit {
+            None => return Err(Mismatch::NoEdit),
+            Some(e) if !edits.contains(&e.directive) => {
+                return Err(Mismatch::EditDirective(&e.directive));
+            }
+            Some(_) => {}
         }
     }
     if let Some(t) = m.threshold {

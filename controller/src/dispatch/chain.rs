@@ -70,25 +70,10 @@ impl Dispatcher {
             }
             let action_id = request.action_id.clone();
             // Durable in the audit log before the host hears of it.
-            let dispatched = record(Kind::ActionDispatched, now)
-                .host(&chain.finding.host)
-                .incident(self.incident_id(
-                    &chain.finding.host,
-                    Some(&chain.id),
-                    &chain.finding.id,
-                ))
-                .policy(
-                    &chain.policy.name,
-                    chain.policy.source.file.digest.to_string(),
-                )
-                .body(serde_json::json!({
-                    "action_id": action_id,
-                    "kind": kind.to_string(),
-                    "unit": request.unit,
-                    "socket_path": request.socket_path,
-                    "deadline_ms": request.deadline_ms,
-                    "controller": self.id,
-                }));
+            let incident =
+                self.incident_id(&chain.finding.host, Some(&chain.id), &chain.finding.id);
+            let dispatched =
+                self.dispatched(&chain.finding.host, &incident, &chain.policy, &request, now);
             // Durable (the batch's audit records are appended) before it is sent.
             self.audit(dispatched);
             chain.expires_at = now
@@ -252,8 +237,10 @@ impl Dispatcher {
                 "action {} ended {status}: {}",
                 result.action_id, result.message
             );
-            if status == ActionStatus::Refused {
-                // The host will not run it: retrying changes nothing.
+            if matches!(status, ActionStatus::Refused | ActionStatus::RolledBack) {
+                // The host will not run it, or an edit was tried and undone: retrying the
+                // same thing changes nothing. The policy's cooldown keeps the same edit from
+                // being proposed again meanwhile.
                 self.give_up(chain, why, now).await;
             } else {
                 self.failed(chain, why, now).await;
@@ -338,4 +325,41 @@ fn actions_text(policy: &Policy) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl Dispatcher {
+    /// The `action_dispatched` record of a request (or of a dry run's plan request): what it
+    /// asks, of which unit and socket, and for an edit the file, the directive, the values, the
+    /// file's hash and the diff.
+    pub(super) fn dispatched(
+        &self,
+        host: &str,
+        incident: &str,
+        policy: &Policy,
+        request: &ActionRequest,
+        now: UnixMs,
+    ) -> NewRecord {
+        let kind = ActionKind::try_from(request.kind).unwrap_or_default();
+        let mut body = serde_json::json!({
+            "action_id": request.action_id,
+            "kind": kind.to_string(),
+            "unit": request.unit,
+            "socket_path": request.socket_path,
+            "deadline_ms": request.deadline_ms,
+            "controller": self.id,
+        });
+        if let Some(fields) = body.as_object_mut() {
+            if request.dry_run {
+                fields.insert("dry_run".into(), true.into());
+            }
+            if let Some(edit) = request.edit.as_ref().and_then(Edit::from_wire) {
+                fields.insert("edit".into(), serde_json::to_value(edit).unwrap_or_default());
+            }
+        }
+        record(Kind::ActionDispatched, now)
+            .host(host)
+            .incident(incident)
+            .policy(&policy.name, policy.source.file.digest.to_string())
+            .body(body)
+    }
 }

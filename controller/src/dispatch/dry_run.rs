@@ -11,19 +11,9 @@ impl Dispatcher {
             }
             let request = request::build(f, policy, index, kind, true);
             if let Ok(request) = &request {
-                self.audit(
-                    record(Kind::ActionDispatched, now)
-                        .host(&f.host)
-                        .incident(self.incident_id(&f.host, None, &f.id))
-                        .policy(&policy.name, policy.source.file.digest.to_string())
-                        .body(serde_json::json!({
-                            "action_id": request.action_id,
-                            "kind": kind.to_string(),
-                            "unit": request.unit,
-                            "socket_path": request.socket_path,
-                            "dry_run": true,
-                        })),
-                );
+                let incident = self.incident_id(&f.host, None, &f.id);
+                let audited = self.dispatched(&f.host, &incident, policy, request, now);
+                self.audit(audited);
             }
             let checked = request.and_then(|request| {
                 self.fleet

@@ -63,7 +63,7 @@ use crate::approvals::{Approval, Approvals, NewApproval};
 use crate::audit::{Audit, AuditError, Kind, NewRecord, now_ms};
 use chain::Chain;
 use crate::decide::{
-    self, ChainState, Decision, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
+    self, ChainState, Decision, Edit, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
 use crate::ingest::{Fleet, Forwarded, Ingested};
 use crate::policy::{Policy, PolicySet};

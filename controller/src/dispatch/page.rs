@@ -94,6 +94,7 @@ impl Dispatcher {
             count: f.count,
             policy: policy_name,
             why,
+            edit_diff: f.edit.as_ref().map(|e| e.diff.clone()),
             decided_at: Time(now).to_string(),
         };
         let webhook = policy.and_then(Policy::webhook).map(str::to_owned);
@@ -197,6 +198,7 @@ impl Dispatcher {
             count: 0,
             policy: String::new(),
             why,
+            edit_diff: None,
             decided_at: Time(now).to_string(),
         };
         let webhook = incident.paged.as_ref().and_then(|p| p.webhook.clone());

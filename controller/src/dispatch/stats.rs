@@ -20,7 +20,14 @@ pub const DECISION_KINDS: [&str; 7] = [
 ];
 
 /// The action results counted, in the order of [`DispatchStats::actions`].
-pub const ACTION_RESULTS: [&str; 5] = ["succeeded", "failed", "refused", "planned", "timed_out"];
+pub const ACTION_RESULTS: [&str; 6] = [
+    "succeeded",
+    "failed",
+    "refused",
+    "planned",
+    "timed_out",
+    "rolled_back",
+];
 
 /// Upper bounds (seconds) of the audit write latency histogram buckets; `+Inf` is implied.
 pub const AUDIT_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
@@ -73,7 +80,7 @@ pub struct DispatchStats {
     /// Per [`DECISION_KINDS`].
     pub decisions: [AtomicU64; 7],
     /// Per [`ACTION_RESULTS`].
-    pub actions: [AtomicU64; 5],
+    pub actions: [AtomicU64; 6],
     pub escalations: AtomicU64,
     /// Action results refused because the chain they name is another host's.
     pub foreign_results: AtomicU64,

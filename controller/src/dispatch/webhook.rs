@@ -42,6 +42,10 @@ pub struct Escalation {
     pub policy: String,
     /// Why a human is needed.
     pub why: String,
+    /// The configuration edit diagnosis proposed, as a unified diff (what an approval would
+    /// apply), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_diff: Option<String>,
     /// RFC 3339.
     pub decided_at: String,
 }

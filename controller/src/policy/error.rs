@@ -106,6 +106,15 @@ pub enum Problem {
     /// A count of zero.
     #[error("must be at least 1, got 0")]
     Zero,
+    /// A directive `match.edit` names that no agent can edit.
+    #[error(
+        "unknown editable directive `{0}`, expected one of: {known}",
+        known = gatemend_proto::EDITABLE_DIRECTIVES.join(", ")
+    )]
+    UnknownDirective(String),
+    /// A policy that runs edit_config must say which edits it takes.
+    #[error("a policy with edit_config must name the directives it applies in match.edit")]
+    EditWithoutMatch,
     /// A list or text that must not be empty.
     #[error("must not be empty")]
     Empty,

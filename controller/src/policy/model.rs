@@ -129,6 +129,8 @@ pub struct Match {
     pub hosts: Option<HostMatch>,
     /// A minimum line count within a window.
     pub threshold: Option<Threshold>,
+    /// The finding must carry a proposed configuration edit of one of these directives.
+    pub edits: Option<Vec<String>>,
 }
 
 /// How long the agent may wait for the service to come back after an action.

@@ -52,6 +52,7 @@ pub(super) struct MatchSpec {
     pub unit: Option<Vec<String>>,
     pub hosts: Option<HostsSpec>,
     pub threshold: Option<ThresholdSpec>,
+    pub edit: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -508,3 +508,51 @@ fn an_approval_expiry_is_read_and_a_zero_one_is_refused() {
         errors[0]
     );
 }
+
+#[test]
+fn an_edit_needs_match_edit_naming_known_directives_and_renotify_is_a_duration() {
+    let text = VALID
+        .replace("actions: [restart_unit]", "actions: [edit_config]")
+        .replace("mode: auto", "mode: approve");
+    let errors = errors_of("e.yaml", &text);
+    assert_eq!(
+        errors,
+        ["e.yaml:6:7: policies[0].match.edit: a policy with edit_config must name the directives it applies in match.edit"],
+    );
+    let text = text.replace(
+        "      threshold: { count: 3, within: 30s }\n",
+        "      threshold: { count: 3, within: 30s }\n      edit: [fastcgi_pass, write_anything]\n",
+    );
+    let errors = errors_of("e.yaml", &text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "e.yaml:11:28: policies[0].match.edit[1]: unknown editable directive `write_anything`, expected one of: fastcgi_pass, proxy_pass,"
+        ),
+        "{}",
+        errors[0]
+    );
+    let set = run(&[(
+        "e.yaml",
+        text.replace(", write_anything", "")
+            .replace(
+                "escalate: { webhook: \"http://127.0.0.1:9099/hook\" }",
+                "escalate: { renotify: 10m }",
+            )
+            .as_bytes(),
+    )])
+    .unwrap();
+    let p = &set.policies()[0];
+    assert_eq!(p.matcher.edits.as_deref(), Some(&["fastcgi_pass".to_owned()][..]));
+    assert_eq!(p.renotify(), Duration::from_secs(600));
+    assert_eq!(p.webhook(), None);
+    let errors = errors_of(
+        "r.yaml",
+        &VALID.replace(
+            "escalate: { webhook: \"http://127.0.0.1:9099/hook\" }",
+            "escalate: { renotify: 0s }",
+        ),
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("policies[0].escalate.renotify"), "{}", errors[0]);
+}

@@ -67,6 +67,7 @@ fn policy(
     if spec.name.trim().is_empty() {
         problems.push(at.key("name"), Problem::Empty);
     }
+    let no_edit_match = spec.matcher.edit.is_none();
     let matcher = matcher(spec.matcher, &at.key("match"), problems);
     let mode = problems.check(
         at.key("mode"),
@@ -85,6 +86,14 @@ fn policy(
     }
     if let (Some(mode @ (Mode::Auto | Mode::Approve)), true) = (mode, spec.actions.is_empty()) {
         problems.push(at.key("actions"), Problem::NoActions(mode.id()));
+    }
+    // An edit runs only on findings that carry one, of the directives the policy names.
+    if actions
+        .as_ref()
+        .is_some_and(|a| a.contains(&ActionKind::EditConfig))
+        && no_edit_match
+    {
+        problems.push(at.key("match").key("edit"), Problem::EditWithoutMatch);
     }
     let verify = match spec.verify {
         None => Some(Verify::default()),
@@ -181,7 +190,28 @@ fn matcher(spec: MatchSpec, at: &DocPath, problems: &mut Problems) -> Option<Mat
             }
         }
     };
+    let edits = match spec.edit {
+        None => Some(None),
+        Some(list) if list.is_empty() => {
+            problems.push(at.key("edit"), Problem::Empty);
+            None
+        }
+        Some(list) => {
+            let mut ok = true;
+            for (i, name) in list.iter().enumerate() {
+                if !gatemend_proto::EDITABLE_DIRECTIVES.contains(&name.as_str()) {
+                    problems.push(
+                        at.key("edit").index(i),
+                        Problem::UnknownDirective(name.clone()),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(Some(list))
+        }
+    };
     Some(Match {
+        edits: edits?,
         causes: causes?,
         root_causes: root_causes?,
         units: units?,
