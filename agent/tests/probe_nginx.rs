@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use gatemend_agent::probe::nginx::{
-    self, LogDestination, NginxConfig, Pass, PassKind, Target, UpstreamBlock,
+    self, BlockPath, BlockStep, LogDestination, NginxConfig, Pass, PassKind, Target, UpstreamBlock,
 };
 
 fn fixture(name: &str) -> NginxConfig {
@@ -671,4 +671,131 @@ fn random_input_never_panics() {
         let config = nginx::parse(&text);
         let _ = (config.targets(), config.passes_to(&text));
     }
+}
+
+fn steps(path: &[&str]) -> Vec<BlockStep> {
+    path.iter()
+        .map(|s| BlockStep::try_from((*s).to_owned()).unwrap())
+        .collect()
+}
+
+#[test]
+fn block_paths_run_from_the_main_file_through_includes() {
+    let config = fixture("debian_default.txt");
+    let [php] = config.passes.as_slice() else {
+        panic!("{:#?}", config.passes)
+    };
+    // sites-enabled/default is included in `http`; the location is in its own text.
+    assert_eq!(php.block_path.outer, steps(&["http"]));
+    assert_eq!(
+        php.block_path.inner,
+        steps(&["server[_]", r"location[~ \.php$]"])
+    );
+    assert_eq!(
+        php.block_path.to_string(),
+        r"http > server[_] > location[~ \.php$]"
+    );
+
+    let config = fixture("upstreams.txt");
+    let read = config
+        .timeouts
+        .iter()
+        .find(|d| d.name == "proxy_read_timeout")
+        .unwrap();
+    assert_eq!(
+        read.block_path.to_string(),
+        "http > server > location[/mixed]",
+        "a server without server_name has no key"
+    );
+    let keepalive = config
+        .timeouts
+        .iter()
+        .find(|d| d.name == "resolver_timeout")
+        .unwrap();
+    assert_eq!(keepalive.block_path.outer, steps(&["http"]));
+    assert!(keepalive.block_path.inner.is_empty());
+    let quoted = config
+        .passes
+        .iter()
+        .find(|p| p.raw == "http://127.0.0.1:3006")
+        .unwrap();
+    assert_eq!(
+        quoted.block_path.inner,
+        steps(&[
+            "server[app.test www.app.test]",
+            r"location[~ ^/quoted/(\d+);x$]"
+        ]),
+        "the key is the unquoted arguments"
+    );
+}
+
+#[test]
+fn a_snippet_included_twice_has_both_block_paths() {
+    let text = dump(&[
+        (
+            "/etc/nginx/nginx.conf",
+            "http {\n    include sites/*.conf;\n}\n",
+        ),
+        (
+            "/etc/nginx/sites/a.conf",
+            "server {\n  server_name a.test;\n  location /x {\n    include snippets/pass.conf;\n  }\n}\n",
+        ),
+        (
+            "/etc/nginx/snippets/pass.conf",
+            "proxy_pass http://127.0.0.1:4000;\n",
+        ),
+        (
+            "/etc/nginx/sites/b.conf",
+            "server { server_name b.test; location /y { include /etc/nginx/snippets/pass.conf; } }",
+        ),
+    ]);
+    let config = nginx::parse(&text);
+    let paths: Vec<String> = config
+        .passes
+        .iter()
+        .map(|p| format!("{:?} | {:?}", p.block_path.outer, p.block_path.inner))
+        .collect();
+    assert_eq!(
+        config
+            .passes
+            .iter()
+            .map(|p| (p.block_path.outer.clone(), p.block_path.inner.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (steps(&["http", "server[a.test]", "location[/x]"]), vec![]),
+            (steps(&["http", "server[b.test]", "location[/y]"]), vec![]),
+        ],
+        "{paths:#?}"
+    );
+}
+
+#[test]
+fn block_steps_read_back_what_they_print() {
+    for text in [
+        "http",
+        "server[_]",
+        "server[a.test www.a.test]",
+        r"location[~ ^/[a-z]+\.php$]",
+        "location[= /]",
+        "if[($request_method = POST)]",
+        "upstream[php_pool]",
+    ] {
+        let step = BlockStep::try_from(text.to_owned()).unwrap();
+        assert_eq!(step.to_string(), text);
+        let json = serde_json::to_string(&step).unwrap();
+        let back: BlockStep = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, step);
+    }
+    let step = BlockStep::try_from(r"location[~ ^/[a-z]+$]".to_owned()).unwrap();
+    assert_eq!(step.directive, "location");
+    assert_eq!(step.key, r"~ ^/[a-z]+$", "the key runs to the last bracket");
+    for bad in ["", "[x]", "location[open", "Server", "loc ation", "a;b"] {
+        assert!(
+            BlockStep::try_from(bad.to_owned()).is_err(),
+            "{bad:?} was read as a step"
+        );
+    }
+    let path = BlockPath::default();
+    assert_eq!(path.to_string(), "main");
+    assert_eq!(path.innermost(), None);
 }

@@ -17,10 +17,12 @@ mod tree;
 mod walk;
 
 pub use dump::{NginxDump, dump};
+pub(crate) use lex::{Token, tokens};
 pub use model::{
-    AccessLog, Directive, LogDestination, LogFile, NginxConfig, Pass, PassKind, Target,
-    UpstreamBlock, UpstreamServer,
+    AccessLog, BlockPath, BlockStep, Directive, LogDestination, LogFile, NginxConfig, Pass,
+    PassKind, Target, UpstreamBlock, UpstreamServer,
 };
+pub(crate) use tree::Node;
 
 /// Parses `nginx -T` output. Total: text that is not nginx configuration yields what could be
 /// recognised of it, possibly nothing.
@@ -39,4 +41,10 @@ pub fn parse(text: &str) -> NginxConfig {
         })
         .collect();
     walk::walk(&sources)
+}
+
+/// One file's directive tree, with the byte span of every word: what the editor
+/// (`crate::edit`) locates a directive in. Pure and total, like [`parse`].
+pub(crate) fn file_tree(text: &str) -> Vec<Node> {
+    tree::tree(lex::tokens(text))
 }

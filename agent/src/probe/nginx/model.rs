@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::target::same_target;
 
@@ -176,6 +176,8 @@ pub struct Pass {
     pub server_names: Vec<String>,
     /// The innermost enclosing `location`'s arguments joined by a space (`~ \.php$`).
     pub location: Option<String>,
+    /// The blocks around it, from the main file down through includes.
+    pub block_path: BlockPath,
     /// The file the directive is in.
     pub file: PathBuf,
     /// Its line in that file (1-based).
@@ -189,10 +191,152 @@ pub struct Directive {
     pub name: String,
     /// Its arguments, unquoted.
     pub args: Vec<String>,
+    /// The blocks around it, from the main file down through includes.
+    pub block_path: BlockPath,
     /// The file it is in.
     pub file: PathBuf,
     /// Its line in that file (1-based).
     pub line: u32,
+}
+
+/// One block around a directive: the block directive's name and, in brackets, what tells it
+/// from its siblings, as `nginx -T` shows it: `http`, `server[example.com www.example.com]`,
+/// `location[~ \.php$]`, `upstream[php]`, `if[($request_method = POST)]`.
+///
+/// The key is the block's arguments, unquoted and joined by one space, so requoting or
+/// reindenting a file does not change it; a `server` has no arguments and is known by its
+/// `server_name`s instead (those of its own text, in order), as [`Pass::server_names`] names
+/// it. A block without a key is written without brackets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct BlockStep {
+    /// The block directive: `http`, `server`, `location`, ...
+    pub directive: String,
+    /// Its arguments joined by a space, or a server's `server_name`s.
+    pub key: String,
+}
+
+impl BlockStep {
+    /// A step of a block directive with these arguments; `server_names` is only read for a
+    /// `server`.
+    pub fn new<'a>(
+        directive: &str,
+        args: &[String],
+        server_names: impl IntoIterator<Item = &'a String>,
+    ) -> Self {
+        let key = if directive == "server" && args.is_empty() {
+            server_names
+                .into_iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            args.join(" ")
+        };
+        BlockStep {
+            directive: directive.to_owned(),
+            key,
+        }
+    }
+}
+
+impl fmt::Display for BlockStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.directive)
+        } else {
+            write!(f, "{}[{}]", self.directive, self.key)
+        }
+    }
+}
+
+impl From<BlockStep> for String {
+    fn from(step: BlockStep) -> String {
+        step.to_string()
+    }
+}
+
+impl TryFrom<String> for BlockStep {
+    type Error = String;
+
+    /// `name` or `name[key]`; the key runs to the last `]`, so it may hold brackets itself
+    /// (`location[~ ^/[a-z]+$]`).
+    fn try_from(text: String) -> Result<Self, String> {
+        let (directive, key) = match text.split_once('[') {
+            Some((name, rest)) => match rest.strip_suffix(']') {
+                Some(key) => (name, key),
+                None => return Err(format!("block step `{text}` has `[` without a final `]`")),
+            },
+            None => (text.as_str(), ""),
+        };
+        let plain = !directive.is_empty()
+            && directive
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain {
+            return Err(format!(
+                "block step `{text}` does not start with a directive name"
+            ));
+        }
+        Ok(BlockStep {
+            directive: directive.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// Where a directive sits, as nginx reads it: the blocks around it from the main file down.
+/// It is in two parts because a file can be included anywhere: `outer` are the blocks around
+/// the `include` that brings the directive's file in (empty for the main file), `inner` the
+/// blocks opened in that file's own text. For `fastcgi_pass` in Debian's default site:
+/// outer `[http]`, inner `[server[_], location[~ \.php$]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockPath {
+    /// The blocks around the file's `include`, outermost first.
+    pub outer: Vec<BlockStep>,
+    /// The blocks opened in the file itself, outermost first.
+    pub inner: Vec<BlockStep>,
+}
+
+impl BlockPath {
+    /// Every step, outermost first: `outer` then `inner`.
+    pub fn steps(&self) -> impl Iterator<Item = &BlockStep> {
+        self.outer.iter().chain(&self.inner)
+    }
+
+    /// The innermost block, `None` at the main level.
+    pub fn innermost(&self) -> Option<&BlockStep> {
+        self.inner.last().or(self.outer.last())
+    }
+
+    /// The same place one block deeper, in the same file.
+    pub fn child(&self, step: BlockStep) -> BlockPath {
+        let mut path = self.clone();
+        path.inner.push(step);
+        path
+    }
+
+    /// The same place, seen from a file included here.
+    pub fn included(&self) -> BlockPath {
+        BlockPath {
+            outer: self.steps().cloned().collect(),
+            inner: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for BlockPath {
+    /// `http > server[_] > location[~ \.php$]`; `main` for the main level.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut steps = self.steps();
+        match steps.next() {
+            None => f.write_str("main"),
+            Some(first) => {
+                write!(f, "{first}")?;
+                steps.try_for_each(|step| write!(f, " > {step}"))
+            }
+        }
+    }
 }
 
 impl NginxConfig {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use globset::GlobBuilder;
 
 use super::model::{
-    AccessLog, Directive, LogDestination, LogFile, NginxConfig, Pass, PassKind, Target,
+    AccessLog, BlockPath, Directive, LogDestination, LogFile, NginxConfig, Pass, PassKind, Target,
     UpstreamBlock, UpstreamServer,
 };
 use super::target::{pass_target, server_target};
@@ -66,6 +66,7 @@ pub(super) fn walk(sources: &[Source]) -> NginxConfig {
 struct Context {
     server_names: Vec<String>,
     location: Option<String>,
+    path: BlockPath,
 }
 
 /// A pass before upstream names are known: a schemed address without a port may name an
@@ -101,7 +102,11 @@ impl Walker<'_> {
             *reached = true;
         }
         self.stack.push(index);
-        self.walk(&source.nodes, &source.path, context);
+        let context = Context {
+            path: context.path.included(),
+            ..context.clone()
+        };
+        self.walk(&source.nodes, &source.path, &context);
         self.stack.pop();
     }
 
@@ -113,6 +118,7 @@ impl Walker<'_> {
             }
             self.directive(node, file, context);
             if let Some(children) = &node.block {
+                let path = context.path.child(node.step());
                 match node.name.as_str() {
                     "server" => {
                         let inner = Context {
@@ -122,6 +128,7 @@ impl Walker<'_> {
                                 .flat_map(|n| n.args.iter().cloned())
                                 .collect(),
                             location: None,
+                            path,
                         };
                         self.walk(children, file, &inner);
                     }
@@ -129,11 +136,24 @@ impl Walker<'_> {
                         let inner = Context {
                             server_names: context.server_names.clone(),
                             location: Some(node.args.join(" ")),
+                            path,
                         };
                         self.walk(children, file, &inner);
                     }
-                    "upstream" => self.upstream(node, children, file, context),
-                    _ => self.walk(children, file, context),
+                    "upstream" => {
+                        let inner = Context {
+                            path,
+                            ..context.clone()
+                        };
+                        self.upstream(node, children, file, &inner);
+                    }
+                    _ => {
+                        let inner = Context {
+                            path,
+                            ..context.clone()
+                        };
+                        self.walk(children, file, &inner);
+                    }
                 }
             }
         }
@@ -202,6 +222,7 @@ impl Walker<'_> {
             name if name.ends_with("_timeout") => self.config.timeouts.push(Directive {
                 name: name.to_owned(),
                 args: args.clone(),
+                block_path: context.path.clone(),
                 file: file.to_owned(),
                 line: node.line,
             }),
@@ -220,6 +241,7 @@ impl Walker<'_> {
                         target,
                         server_names: context.server_names.clone(),
                         location: context.location.clone(),
+                        block_path: context.path.clone(),
                         file: file.to_owned(),
                         line: node.line,
                     });
