@@ -6,6 +6,7 @@
 pub mod act;
 pub mod detect;
 pub mod diagnose;
+pub mod edit;
 pub mod probe;
 
 pub mod config;

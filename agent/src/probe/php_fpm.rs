@@ -48,37 +48,94 @@ impl Pool {
     }
 }
 
+/// One line of a php-fpm ini file, with where its parts are: the pool editor (`crate::edit`)
+/// replaces exactly a value's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IniLine {
+    /// `[name]`.
+    Section { name: String, line: u32 },
+    /// `key = value`; `value` is trimmed and unquoted, `value_span` its bytes as written
+    /// (quotes included, surrounding whitespace not).
+    Entry {
+        key: String,
+        value: String,
+        line: u32,
+        /// The byte range of the whole line, its newline excluded.
+        line_span: std::ops::Range<usize>,
+        value_span: std::ops::Range<usize>,
+    },
+}
+
+/// The sections and `key = value` lines of an ini file, in order; blank lines, comments (`;`,
+/// `#` at the start) and anything else are skipped. Total.
+pub(crate) fn ini_lines(text: &str) -> Vec<IniLine> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (index, raw_with_newline) in text.split_inclusive('\n').enumerate() {
+        let start = offset;
+        offset += raw_with_newline.len();
+        let raw = raw_with_newline
+            .strip_suffix('\n')
+            .unwrap_or(raw_with_newline);
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let line = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with(';') || trimmed.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            out.push(IniLine::Section {
+                name: name.trim().to_owned(),
+                line,
+            });
+            continue;
+        }
+        let Some((key, value)) = raw.split_once('=') else {
+            continue;
+        };
+        let value_start = start + key.len() + 1 + (value.len() - value.trim_start().len());
+        let written = value.trim();
+        out.push(IniLine::Entry {
+            key: key.trim().to_owned(),
+            value: unquote(written).to_owned(),
+            line,
+            line_span: start..start + raw.len(),
+            value_span: value_start..value_start + written.len(),
+        });
+    }
+    out
+}
+
 /// Parses the text of one pool file. Never fails: lines that are not `key = value` or a
 /// `[section]` are ignored, as php-fpm would reject the file at start-up anyway and this
 /// probe only reports what is there. Keys before the first section are ignored.
 pub fn parse_pools(file: &Path, text: &str) -> Vec<Pool> {
     let version = version_from_path(file);
     let mut pools: Vec<Pool> = Vec::new();
-    for raw in text.lines() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            pools.push(Pool {
-                name: name.trim().to_owned(),
-                file: file.to_owned(),
-                version: version.clone(),
-                listen: None,
-                listen_owner: None,
-                listen_group: None,
-                listen_mode: "0660".to_owned(),
-                user: None,
-                group: None,
-                max_children: None,
-            });
-            continue;
-        }
-        let (Some(pool), Some((key, value))) = (pools.last_mut(), line.split_once('=')) else {
+    for entry in ini_lines(text) {
+        let (key, value) = match entry {
+            IniLine::Section { name, .. } => {
+                pools.push(Pool {
+                    name,
+                    file: file.to_owned(),
+                    version: version.clone(),
+                    listen: None,
+                    listen_owner: None,
+                    listen_group: None,
+                    listen_mode: "0660".to_owned(),
+                    user: None,
+                    group: None,
+                    max_children: None,
+                });
+                continue;
+            }
+            IniLine::Entry { key, value, .. } => (key, value),
+        };
+        let Some(pool) = pools.last_mut() else {
             continue;
         };
-        let value = unquote(value.trim()).replace("$pool", &pool.name);
-        match key.trim() {
+        let value = value.replace("$pool", &pool.name);
+        match key.as_str() {
             "listen" => pool.listen = Some(value),
             "listen.owner" => pool.listen_owner = Some(value),
             "listen.group" => pool.listen_group = Some(value),
