@@ -932,3 +932,23 @@ fn any_text_and_any_edit_never_panic() {
     // The run reaches real edits, not only refusals.
     assert!(successes > 0);
 }
+
+/// The controller's policies name edits by the list in `gatemend_proto`; the agent's closed
+/// sets must be that list, no more and no less.
+#[test]
+fn the_closed_sets_are_the_protocols() {
+    let mut ours: Vec<&str> = EditableDirective::ALL.iter().map(|d| d.name()).collect();
+    ours.extend(gatemend_agent::edit::PoolKey::ALL.iter().map(|k| k.name()));
+    ours.sort_unstable();
+    let mut shared = gatemend_proto::EDITABLE_DIRECTIVES.to_vec();
+    shared.sort_unstable();
+    assert_eq!(ours, shared);
+    for directive in EditableDirective::ALL {
+        assert_eq!(
+            EditableDirective::from_name(directive.name()),
+            Some(directive)
+        );
+        let json = serde_json::to_string(&directive).unwrap();
+        assert_eq!(json, format!("\"{}\"", directive.name()));
+    }
+}
