@@ -27,7 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use crate::config::AgentConfig;
 use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM, Traffic};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
-use crate::diagnose::resolve::{ProbeAnswer, RESOLVED_BY, Recovery};
+use crate::diagnose::resolve::{self, ProbeAnswer, RESOLVED_BY, Recovery};
 use crate::diagnose::{self, Aggregator, Finding, Probes, Requests};
 use crate::link::{FINDINGS_QUEUE, Link, LinkError};
 use crate::probe::http;
@@ -50,7 +50,8 @@ const FLUSH: Duration = Duration::from_secs(1);
 const FRESH: Duration = Duration::from_millis(200);
 /// The window of the access logs' 502/504 rates that findings carry as evidence.
 const RATE_WINDOW_SECS: u64 = 60;
-/// Active probes sent per review at most (each bounded by `probe::http::TIMEOUT`, all at once).
+/// Active probe requests sent per review at most (each bounded by `probe::http::TIMEOUT`, all
+/// at once).
 const MAX_PROBES: usize = 8;
 
 /// What the pipeline needs to know.
@@ -433,49 +434,68 @@ pub fn access_view(
 
 /// What to send to see whether `f`'s upstream answers: the latest GET its lines name (else
 /// the latest the access log saw go to its upstream), to nginx on loopback at the port the
-/// request came in on, if nginx listens there.
-pub fn probe_request(
+/// request came in on (`$server_port`, or the Host's port), if nginx listens there. When
+/// neither says which port (a Host without one: 80, or an https site's 443, or a client that
+/// leaves the port out), to every port nginx listens on: the answers count only together
+/// (see `resolve::combine`). Empty when there is nothing to send, or nowhere.
+pub fn probe_requests(
     f: &Finding,
     requests: &Requests,
     probes: &Probes,
     rates: &AccessRates,
-) -> Option<http::Request> {
-    let replay = requests
+) -> Vec<http::Request> {
+    let Some(replay) = requests
         .replay
         .as_ref()
-        .or_else(|| rates.replay(&f.upstream))?;
-    let addr = http::nginx_loopback(&probes.listeners, replay.port.unwrap_or(80))?;
-    Some(http::Request {
-        addr,
-        path: replay.path.clone(),
-        host: replay.host.clone(),
-    })
+        .or_else(|| rates.replay(&f.upstream))
+    else {
+        return Vec::new();
+    };
+    let ports: Vec<u16> = match replay.port {
+        Some(port) => vec![port],
+        None => http::nginx_ports(&probes.listeners),
+    };
+    ports
+        .into_iter()
+        .filter_map(|port| http::nginx_loopback(&probes.listeners, port))
+        .map(|addr| http::Request {
+            addr,
+            path: replay.path.clone(),
+            host: replay.host.clone(),
+        })
+        .collect()
 }
 
-/// Probes the findings that wait only for evidence (at most [`MAX_PROBES`], at once); the
-/// answers by finding id.
+/// Probes the findings that wait only for evidence (at most [`MAX_PROBES`] requests in all,
+/// sent at once); the answers by finding id.
 async fn probe_awaiting(
     agg: &Aggregator,
     probes: &Probes,
     rates: &AccessRates,
 ) -> BTreeMap<String, ProbeAnswer> {
     let waiting = agg.awaiting_evidence(now_ms(), |f, r| recovery(f, r, probes, rates, None));
-    let sends = waiting
-        .iter()
-        .filter_map(|(f, r)| Some((f.id.clone(), probe_request(f, r, probes, rates)?)))
-        .take(MAX_PROBES)
-        .map(|(id, request)| async move {
-            let outcome = http::get(&request)
+    let mut budget = MAX_PROBES;
+    let mut planned = Vec::new();
+    for (f, r) in &waiting {
+        let requests = probe_requests(f, r, probes, rates);
+        if requests.is_empty() || requests.len() > budget {
+            continue;
+        }
+        budget -= requests.len();
+        planned.push((f.id.clone(), requests));
+    }
+    let sends = planned.into_iter().map(|(id, requests)| async move {
+        let outcomes = futures_util::future::join_all(requests.iter().map(|request| async move {
+            http::get(request)
                 .await
-                .map_err(|e| gatemend_proto::error_chain(&e));
-            tracing::debug!(finding = %id, sent = %request.describe(), outcome = ?outcome, "Probed.");
-            let answer = ProbeAnswer {
-                at: now_ms(),
-                sent: request.describe(),
-                outcome,
-            };
-            (id, answer)
-        });
+                .map_err(|e| gatemend_proto::error_chain(&e))
+        }))
+        .await;
+        let sent = http::describe_all(&requests);
+        let answer = resolve::combine(now_ms(), sent, &outcomes);
+        tracing::debug!(finding = %id, sent = %answer.sent, outcome = ?answer.outcome, "Probed.");
+        (id, answer)
+    });
     futures_util::future::join_all(sends)
         .await
         .into_iter()
@@ -522,7 +542,7 @@ async fn send(
             .probes
             .get(RESOLVED_BY)
             .map_or("", String::as_str);
-        tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, resolved_by = %resolved_by, detail = %f.root_cause_detail, "Finding.");
+        tracing::info!(finding = %f.id, revision = f.revision, cause = %f.cause, root_cause = %f.root_cause, unit = %f.unit, count = f.count, resolved = f.resolved, resolved_by = ?resolved_by, detail = %f.root_cause_detail, "Finding.");
         if out.send(f.to_wire()).await.is_err() {
             return false;
         }

@@ -12,7 +12,7 @@ use gatemend_agent::detect::access::AccessRates;
 use gatemend_agent::detect::classify;
 use gatemend_agent::diagnose::resolve::{ProbeAnswer, RESOLVED_BY};
 use gatemend_agent::diagnose::{self, Aggregator, Probes};
-use gatemend_agent::pipeline::{access_logs, log_paths, probe_request, recovery};
+use gatemend_agent::pipeline::{access_logs, log_paths, probe_requests, recovery};
 use gatemend_agent::probe::http;
 use gatemend_agent::probe::listeners::Listener;
 use gatemend_agent::probe::nginx;
@@ -108,8 +108,10 @@ async fn a_quiet_finding_is_resolved_by_its_request_replayed_to_nginx_on_loopbac
     let waiting = agg.awaiting_evidence(now, quiet);
     assert_eq!(waiting.len(), 1);
     let (f, r) = &waiting[0];
-    let request = probe_request(f, r, &probes, &rates).unwrap();
-    let status = http::get(&request).await.unwrap();
+    let requests = probe_requests(f, r, &probes, &rates);
+    assert_eq!(requests.len(), 1, "the Host names the port");
+    let request = &requests[0];
+    let status = http::get(request).await.unwrap();
     let answer = ProbeAnswer {
         at: now,
         sent: request.describe(),

@@ -160,6 +160,29 @@ pub fn shows_recovery(status: u16) -> bool {
     status < 500 && !(300..400).contains(&status) && status != 400
 }
 
+/// One answer from the probes of one request on several ports (when the logs do not say which
+/// port it came in on, it is sent to each of nginx's): a 400 is a port the probe cannot speak
+/// to (plain http on TLS) and does not count; of the others, the first error, else the
+/// highest status, so that the answer shows a recovery only when every port does.
+pub fn combine(at: i64, sent: String, outcomes: &[Result<u16, String>]) -> ProbeAnswer {
+    let counted: Vec<&Result<u16, String>> = outcomes.iter().filter(|o| **o != Ok(400)).collect();
+    let outcome = if counted.is_empty() {
+        outcomes
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Err("nothing was sent".to_owned()))
+    } else if let Some(Err(e)) = counted.iter().find(|o| o.is_err()) {
+        Err(e.clone())
+    } else {
+        Ok(counted
+            .iter()
+            .filter_map(|o| o.as_ref().ok().copied())
+            .max()
+            .unwrap_or(0))
+    };
+    ProbeAnswer { at, sent, outcome }
+}
+
 fn second_ms(second: u64) -> i64 {
     i64::try_from(second)
         .unwrap_or(i64::MAX)

@@ -10,7 +10,7 @@ use super::resolve::{ACCESS_LAST_ERROR, ProbeAnswer, RESOLVED_BY, Recovery};
 use super::*;
 use crate::detect::access::{AccessRates, LogFormat, Replay};
 use crate::detect::classify;
-use crate::pipeline::{access_view, probe_request, recovery};
+use crate::pipeline::{access_view, probe_requests, recovery};
 use crate::probe::listeners::Listener;
 use crate::probe::php_fpm::parse_pools;
 use crate::probe::snapshot::SocketProbe;
@@ -626,7 +626,9 @@ fn quiet_without_traffic_a_probe_below_500_resolves_and_a_502_or_a_redirect_does
     assert_eq!(waiting.len(), 1);
     let (f, r) = &waiting[0];
     // The request the error line names, sent to nginx on loopback with its Host.
-    let request = probe_request(f, r, &p, &rates).unwrap();
+    let requests = probe_requests(f, r, &p, &rates);
+    assert_eq!(requests.len(), 1, "nginx listens on 80 only");
+    let request = &requests[0];
     assert_eq!(request.addr, "127.0.0.1:80".parse().unwrap());
     assert_eq!(
         (request.path.as_str(), request.host.as_deref()),
@@ -685,17 +687,38 @@ fn a_probe_goes_nowhere_but_nginx_at_the_port_the_request_came_in_on() {
         let agg = one_finding(raw, p, 1_000_000);
         let waiting = agg.awaiting_evidence(1_010_000, |f, r| recovery(f, r, p, &rates, None));
         let (f, r) = &waiting[0];
-        probe_request(f, r, p, &rates)
+        probe_requests(f, r, p, &rates)
     };
     // Port 8080 (the Host says so): nginx does not listen there, so no probe at all.
-    assert_eq!(target(&line("10.77.1.2:8080"), &p), None);
+    assert_eq!(target(&line("10.77.1.2:8080"), &p), []);
     p.listeners.push(Listener {
         addr: "0.0.0.0:8080".parse().unwrap(),
         ..nginx_on_80()
     });
-    let request = target(&line("10.77.1.2:8080"), &p).unwrap();
-    assert_eq!(request.addr, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(request.host.as_deref(), Some("10.77.1.2:8080"));
+    let requests = target(&line("10.77.1.2:8080"), &p);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].addr, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(requests[0].host.as_deref(), Some("10.77.1.2:8080"));
+    // A Host without a port (a client that leaves it out, or 443): every port of nginx's, and
+    // they count only together, so the default site's 200 on :80 cannot stand for :8080.
+    let requests = target(&line("10.77.1.2"), &p);
+    let addrs: Vec<String> = requests.iter().map(|r| r.addr.to_string()).collect();
+    assert_eq!(addrs, ["127.0.0.1:80", "127.0.0.1:8080"]);
+    let sent = crate::probe::http::describe_all(&requests);
+    assert_eq!(
+        sent,
+        "GET / (Host 10.77.1.2) via 127.0.0.1:80 and 127.0.0.1:8080"
+    );
+    let both = resolve::combine(1, sent.clone(), &[Ok(200), Ok(502)]);
+    assert_eq!(both.outcome, Ok(502));
+    let both = resolve::combine(1, sent.clone(), &[Ok(200), Err("refused".into())]);
+    assert_eq!(both.outcome, Err("refused".into()));
+    // A TLS port answers plain http with 400: it does not count either way.
+    let both = resolve::combine(1, sent.clone(), &[Ok(400), Ok(200)]);
+    assert_eq!(both.outcome, Ok(200));
+    let both = resolve::combine(1, sent, &[Ok(400)]);
+    assert_eq!(both.outcome, Ok(400));
+    assert!(!resolve::shows_recovery(400));
 }
 
 #[test]

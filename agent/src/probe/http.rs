@@ -23,6 +23,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// The most bytes read while looking for the status line.
 pub const STATUS_LINE_MAX: usize = 1_024;
 
+/// The most ports one request is probed on when the logs do not say which it came in on.
+pub const MAX_PORTS: usize = 4;
+
 /// The User-Agent the probe sends, so that its requests can be told apart in the access log.
 pub const USER_AGENT: &str = "gatemend-agent (recovery probe)";
 
@@ -41,10 +44,7 @@ impl Request {
     /// `GET /index.php via 127.0.0.1:80` (and the Host when there is one): what was sent,
     /// for the evidence.
     pub fn describe(&self) -> String {
-        match &self.host {
-            Some(host) => format!("GET {} (Host {host}) via {}", self.path, self.addr),
-            None => format!("GET {} via {}", self.path, self.addr),
-        }
+        describe_all(std::slice::from_ref(self))
     }
 }
 
@@ -135,6 +135,34 @@ pub fn nginx_loopback(listeners: &[Listener], port: u16) -> Option<SocketAddr> {
     .into_iter()
     .find(|ip| listening_on(listeners, &ip.to_string(), port).is_some_and(is_nginx))
     .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// Every port nginx listens on that loopback reaches (its process or its unit holds it), 80
+/// first, at most [`MAX_PORTS`].
+pub fn nginx_ports(listeners: &[Listener]) -> Vec<u16> {
+    let mut ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.addr.port())
+        .filter(|&port| nginx_loopback(listeners, port).is_some())
+        .collect();
+    ports.sort_unstable_by_key(|&port| (port != 80, port));
+    ports.dedup();
+    ports.truncate(MAX_PORTS);
+    ports
+}
+
+/// `GET / (Host a) via 127.0.0.1:80 and 127.0.0.1:8080`: requests of one path and Host to
+/// several ports, for the evidence.
+pub fn describe_all(requests: &[Request]) -> String {
+    let Some(first) = requests.first() else {
+        return String::new();
+    };
+    let via: Vec<String> = requests.iter().map(|r| r.addr.to_string()).collect();
+    let host = first
+        .host
+        .as_ref()
+        .map_or_else(String::new, |h| format!(" (Host {h})"));
+    format!("GET {}{host} via {}", first.path, via.join(" and "))
 }
 
 /// Sends the GET and returns the status nginx answered, reading nothing past the status line.
@@ -277,6 +305,8 @@ mod tests {
         assert_eq!(nginx_loopback(&listeners, 81), None);
         let v6 = [listener("[::1]:80", "nginx", None)];
         assert_eq!(nginx_loopback(&v6, 80), Some("[::1]:80".parse().unwrap()));
+        // The ports a request without a known port is sent to: nginx's on loopback, 80 first.
+        assert_eq!(nginx_ports(&listeners), [80, 8443]);
     }
 
     /// A server on loopback that reads the request, answers `answer` and keeps the
