@@ -37,6 +37,14 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one approval: what it would run and why, and for a configuration edit the diff
+    /// approving applies.
+    Show {
+        #[command(flatten)]
+        connection: Connection,
+        /// The approval's id.
+        id: String,
+    },
     /// Approve a pending approval: its actions are dispatched (exactly once).
     Approve {
         #[command(flatten)]
@@ -101,6 +109,9 @@ pub struct ApprovalView {
     pub state: String,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
+    /// The finding it is about (with its proposed edit, when there is one).
+    #[serde(default)]
+    pub finding: serde_json::Value,
 }
 
 fn token(connection: &Connection) -> Result<String, ApprovalsCliError> {
@@ -211,6 +222,39 @@ async fn run_async(command: ApprovalsCommand) -> Result<(), ApprovalsCliError> {
                     .map_err(ApprovalsCliError::Output)?;
                 }
             }
+        }
+        ApprovalsCommand::Show { connection, id } => {
+            let a: ApprovalView = call(&connection, |c, base| {
+                c.get(format!("{base}/api/v1/approvals/{id}"))
+            })
+            .await?;
+            let text = |v: &serde_json::Value, key: &str| {
+                v.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned()
+            };
+            let mut shown = format!(
+                "approval {} ({})\nhost      {}\nincident  {}\npolicy    {}\nactions   {}\nexpires   {}\nwhy       {}\n",
+                a.id,
+                a.state,
+                a.host,
+                a.incident,
+                a.policy,
+                a.actions.join(", "),
+                show_time(a.expires_at),
+                a.why
+            );
+            if let Some(edit) = a.finding.get("edit").filter(|e| !e.is_null()) {
+                shown.push_str(&format!(
+                    "edit      {} {} -> {} in {}\nsized     {}\nsha256    {}\n\n{}",
+                    text(edit, "directive"),
+                    text(edit, "old_value"),
+                    text(edit, "new_value"),
+                    text(edit, "file"),
+                    text(edit, "why"),
+                    text(edit, "file_sha256"),
+                    text(edit, "diff"),
+                ));
+            }
+            write!(out, "{shown}").map_err(ApprovalsCliError::Output)?;
         }
         ApprovalsCommand::Approve {
             connection,

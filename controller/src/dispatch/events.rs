@@ -100,7 +100,7 @@ impl Dispatcher {
                     (why, self.state.incident_mut(&f.host, &incident_id))
                 {
                     // The storm's one page is this one.
-                    open.paged.get_or_insert_with(|| decide::incident::Paged {
+                    open.paged.get_or_insert(decide::incident::Paged {
                         first_at: now,
                         last_at: now,
                         count: 1,

@@ -24,6 +24,8 @@ use super::error::SinkError;
 
 /// One message worth keeping, with the host whose authenticated stream delivered it.
 #[derive(Debug, Clone, PartialEq)]
+// Lives for one message's store; see `Ingested` for why the finding is not boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Record {
     Finding { host: String, finding: Finding },
     ActionResult { host: String, result: ActionResult },

@@ -390,6 +390,30 @@ fn render_record(r: &Record) -> String {
                 esc(s("action_id")),
                 esc(s("unit"))
             );
+            if let Some(diff) = b
+                .get("edit")
+                .and_then(|e| e.get("diff"))
+                .and_then(|d| d.as_str())
+            {
+                let _ = write!(out, "<pre class=diff>{}</pre>", esc(diff));
+            }
+        }
+        Kind::Incident | Kind::Renotified | Kind::Resolved => {
+            let stage = match (b.get("from"), b.get("to")) {
+                (Some(from), Some(to)) => format!(
+                    "{} &rarr; <b>{}</b>: ",
+                    esc(from.as_str().unwrap_or("")),
+                    esc(to.as_str().unwrap_or(""))
+                ),
+                _ => String::new(),
+            };
+            let detail = [s("why"), s("evidence"), s("page")]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(esc)
+                .collect::<Vec<_>>()
+                .join(" &middot; ");
+            let _ = write!(out, "<div>{stage}{detail}</div>");
         }
         Kind::ActionResult | Kind::Refused | Kind::ActionStep | Kind::Verification => {
             let status = s("status");
@@ -539,6 +563,18 @@ async fn approval(
         );
     }
     body.push_str("</table>");
+    if let Some(e) = &a.finding.edit {
+        // What approving applies: the one directive's change, as the agent proposed it.
+        let _ = write!(
+            body,
+            "<h2>Configuration edit</h2><p id=edit-summary>{}</p><p class=muted>{}</p>\
+             <p class=muted>file SHA-256 before: <code>{}</code></p><pre id=edit-diff>{}</pre>",
+            esc(&e.summary()),
+            esc(&e.why),
+            esc(&e.file_sha256),
+            esc(&e.diff)
+        );
+    }
     let _ = write!(
         body,
         "<h2>Finding</h2><pre>{}</pre>",

@@ -366,6 +366,7 @@ impl Agent {
                 allowed_actions: vec![
                     ActionKind::RestartUnit as i32,
                     ActionKind::FixSocketOwnership as i32,
+                    ActionKind::EditConfig as i32,
                 ],
                 labels: [("role".to_owned(), "web".to_owned())].into(),
                 ..Default::default()
