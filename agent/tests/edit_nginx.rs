@@ -784,6 +784,23 @@ fn a_file_without_a_final_newline_and_an_empty_block() {
         result.diff
     );
 
+    let crlf = "http {\r\n    server {\r\n        server_name x;\r\n    }\r\n}\r\n";
+    let result = apply_edit(
+        crlf,
+        &edit(
+            MAIN,
+            path(&[], &["http", "server[x]"]),
+            EditableDirective::ProxyReadTimeout,
+            None,
+            "60s",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        result.new_text,
+        "http {\r\n    server {\r\n        server_name x;\r\n        proxy_read_timeout 60s;\r\n    }\r\n}\r\n"
+    );
+
     let unclosed = "http {\n    server {\n        server_name x;\n";
     assert!(matches!(
         apply_edit(

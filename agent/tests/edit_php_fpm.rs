@@ -186,6 +186,12 @@ fn quoted_and_crlf_values() {
         result.new_text,
         "[www]\r\npm.max_children = 9\r\npm = dynamic\r\n"
     );
+    // A line added to a file with CRLF line ends ends the same way.
+    let result = apply_pool_edit("[www]\r\npm = dynamic\r\n", &edit("www", None, "4")).unwrap();
+    assert_eq!(
+        result.new_text,
+        "[www]\r\npm = dynamic\r\npm.max_children = 4\r\n"
+    );
 }
 
 #[test]

@@ -70,3 +70,11 @@ fn printable(text: &str) -> String {
         None => escaped,
     }
 }
+
+/// How the file ends its lines: `\r\n` if its first line does, else `\n`.
+fn line_end(text: &str) -> &'static str {
+    match text.find('\n') {
+        Some(at) if at > 0 && text.as_bytes().get(at - 1) == Some(&b'\r') => "\r\n",
+        _ => "\n",
+    }
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EditError, EditResult, EditableDirective, printable, value};
+use super::{EditError, EditResult, EditableDirective, line_end, printable, value};
 use crate::probe::nginx::{BlockPath, BlockStep, Node, Token, file_tree, tokens};
 
 /// One edit of one nginx directive: in `file`, in the block at `block_path`, set `directive`
@@ -270,7 +270,7 @@ fn insert(
             });
         return Ok(Splice {
             range: close_line..close_line,
-            replacement: format!("{indent}{directive}\n"),
+            replacement: format!("{indent}{directive}{}", line_end(text)),
         });
     }
     let spaced = text
@@ -290,15 +290,16 @@ fn insert_top(
     file: &Path,
 ) -> Result<Splice, EditError> {
     let before_blocks = nodes.iter().take_while(|n| n.block.is_none()).last();
+    let eol = line_end(text);
     let Some(last) = before_blocks else {
         let newline = if text.is_empty() || text.ends_with('\n') {
             ""
         } else {
-            "\n"
+            eol
         };
         return Ok(Splice {
             range: text.len()..text.len(),
-            replacement: format!("{newline}{directive}\n"),
+            replacement: format!("{newline}{directive}{eol}"),
         });
     };
     let indent = last
@@ -329,11 +330,11 @@ fn insert_top(
     Ok(match next_line {
         Some(at) => Splice {
             range: at..at,
-            replacement: format!("{indent}{directive}\n"),
+            replacement: format!("{indent}{directive}{eol}"),
         },
         None => Splice {
             range: text.len()..text.len(),
-            replacement: format!("\n{indent}{directive}\n"),
+            replacement: format!("{eol}{indent}{directive}{eol}"),
         },
     })
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EditError, EditResult, PoolKey, printable, value};
+use super::{EditError, EditResult, PoolKey, line_end, printable, value};
 use crate::probe::php_fpm::{IniLine, ini_lines, parse_pools};
 
 /// One edit of one key of one pool: in `file`, in `[pool]`, set `key` from `old` to `new`.
@@ -194,12 +194,13 @@ fn insertion(
             (after_line(header), String::new())
         }
     };
+    let eol = line_end(text);
     let newline = if at == 0 || text.get(..at).is_some_and(|t| t.ends_with('\n')) {
         ""
     } else {
-        "\n"
+        eol
     };
-    (at..at, format!("{newline}{indent}{key} = {new}\n"))
+    (at..at, format!("{newline}{indent}{key} = {new}{eol}"))
 }
 
 /// The new text is the old one with exactly this key of this pool changed, as the probe's
