@@ -35,7 +35,8 @@ fn wrong_socket(id: &str) -> agent_message::Body {
         proposed_edit: Some(ConfigEdit {
             kind: ConfigKind::Nginx as i32,
             file: "/etc/nginx/sites-enabled/default".into(),
-            block: vec!["http".into(), "server".into(), "location ~ \\.php$".into()],
+            block: vec!["http".into(), "server[_]".into(), "location[~ \\.php$]".into()],
+            block_outer: vec![],
             directive: "fastcgi_pass".into(),
             old_value: "unix:/run/php/php7.4-fpm.sock".into(),
             new_value: "unix:/run/php/php8.2-fpm.sock".into(),

@@ -83,7 +83,7 @@ struct Pages {
 /// The dispatcher's use of the incident for one decided failing finding.
 fn decided(i: &mut Incident, f: &Finding, outcome: Outcome, now: i64, pages: &mut Pages) {
     i.failing(f);
-    let mut page = |i: &mut Incident, pages: &mut Pages| {
+    let page = |i: &mut Incident, pages: &mut Pages| {
         if i.paged.is_none() {
             pages.first += 1;
             i.page(now, RENOTIFY_MS, false, None);

@@ -91,8 +91,12 @@ pub struct Edit {
     /// `nginx` or `php_fpm_pool`.
     pub kind: ConfigKind,
     pub file: String,
-    /// nginx: the block path, outermost first; php-fpm: the pool's name.
+    /// nginx: the blocks around the directive in its file, outermost first; php-fpm: the
+    /// pool's name.
     pub block: Vec<String>,
+    /// nginx: the blocks around the include that brings the file in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_outer: Vec<String>,
     pub directive: String,
     /// Empty when the directive is added.
     #[serde(default)]
@@ -117,6 +121,7 @@ impl Edit {
             kind,
             file: e.file.clone(),
             block: e.block.clone(),
+            block_outer: e.block_outer.clone(),
             directive: e.directive.clone(),
             old_value: e.old_value.clone(),
             new_value: e.new_value.clone(),
@@ -132,6 +137,7 @@ impl Edit {
             kind: self.kind as i32,
             file: self.file.clone(),
             block: self.block.clone(),
+            block_outer: self.block_outer.clone(),
             directive: self.directive.clone(),
             old_value: self.old_value.clone(),
             new_value: self.new_value.clone(),
@@ -153,7 +159,12 @@ impl Edit {
             self.directive,
             self.new_value,
             self.file,
-            self.block.join(" > ")
+            self.block_outer
+                .iter()
+                .chain(&self.block)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" > ")
         )
     }
 }
