@@ -124,9 +124,15 @@ async fn a_second_agent_cannot_shadow_advance_or_answer_the_first_hosts_incident
         .collect();
     assert_eq!(results.len(), 1, "{results:#?}");
     assert_eq!(results[0]["body"]["status"], "succeeded", "{results:#?}");
+    // The one page is the approval request; the forged failure left no trace in the incident.
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "escalated").count(),
+        1,
+        "{records:#?}"
+    );
     assert!(
-        !records.iter().any(|r| r["kind"] == "escalated"),
-        "the forged failure ended web1's chain: {records:#?}"
+        !records.iter().any(|r| r.to_string().contains("forged")),
+        "the forged failure reached web1's incident: {records:#?}"
     );
 
     // One host, one key: web1 saying Hello in capitals is the same host.

@@ -101,7 +101,7 @@ fn decided(i: &mut Incident, f: &Finding, outcome: Outcome, now: i64, pages: &mu
             page(i, pages);
         }
         Outcome::Held { guard, until } => {
-            i.held(guard, until);
+            i.held(guard, until, now);
             if guard == Guard::Storm && i.paged.is_none() {
                 i.page(now, 0, true, None);
             }
@@ -109,7 +109,7 @@ fn decided(i: &mut Incident, f: &Finding, outcome: Outcome, now: i64, pages: &mu
         Outcome::Escalate { .. } => page(i, pages),
         _ => {}
     }
-    if incident::page_for(i, &outcome, now).is_some() {
+    if incident::page_for(i, &outcome, now, now).is_some() {
         page(i, pages);
     }
 }

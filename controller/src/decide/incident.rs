@@ -155,6 +155,10 @@ pub struct Incident {
     /// The action chain in flight for it.
     #[serde(default)]
     pub chain: Option<String>,
+    /// A short cooldown holds its action: its finding's next revision retries by then, or the
+    /// incident is unhandled ([`SHORT_COOLDOWN_MS`]).
+    #[serde(default)]
+    pub retry_by: Option<UnixMs>,
     /// Its pending approval: (id, expires at).
     #[serde(default)]
     pub approval: Option<(String, UnixMs)>,
@@ -164,6 +168,10 @@ pub struct Incident {
     /// The pages sent about it.
     #[serde(default)]
     pub paged: Option<Paged>,
+    /// When its latest action succeeded, by the host's clock (the clock of its findings'
+    /// `last_seen`): lines seen before that were logged before the fix.
+    #[serde(default)]
+    pub mended_at: Option<UnixMs>,
 }
 
 /// What a finding's incident is keyed by: its upstream, else its unit, else its cause.
@@ -184,9 +192,18 @@ pub enum Handler<'a> {
     Action(&'a str),
     /// A pending approval.
     Approval(&'a str),
+    /// A short cooldown, after which the next revision retries (by then at the latest).
+    Retry(UnixMs),
     /// A human was paged.
     Paged,
 }
+
+/// A cooldown that ends within this long of the decision it held is a retry, not a hold a
+/// human must hear of: the finding's next revision after it is decided again.
+pub const SHORT_COOLDOWN_MS: i64 = 30_000;
+/// How long after a short cooldown ends its retry may take to come (the agent re-sends a
+/// failing finding every few seconds) before the incident counts as unhandled.
+pub const RETRY_GRACE_MS: i64 = 30_000;
 
 /// A stage change to audit: (from, to).
 pub type Change = Option<(Stage, Stage)>;
@@ -204,9 +221,11 @@ impl Incident {
             stage: Stage::Detected,
             failing: BTreeSet::from([f.id.clone()]),
             chain: None,
+            retry_by: None,
             approval: None,
             hold: None,
             paged: None,
+            mended_at: None,
         }
     }
 
@@ -254,12 +273,41 @@ impl Incident {
         {
             return Some(Handler::Approval(id));
         }
+        if let Some(by) = self.retry_by
+            && now <= by
+            && self.paged.is_none()
+        {
+            return Some(Handler::Retry(by));
+        }
         self.paged.as_ref().map(|_| Handler::Paged)
+    }
+
+    /// An action of it succeeded and was verified at `at` (the host's clock).
+    pub fn action_succeeded(&mut self, at: UnixMs) {
+        self.mended_at = Some(self.mended_at.map_or(at, |m| m.max(at)));
+    }
+
+    /// Whether a finding whose latest line is at `last_seen` (the host's clock) only reports
+    /// what happened before its action mended it.
+    pub fn before_mended(&self, last_seen: UnixMs) -> bool {
+        self.stage == Stage::Recovering && self.mended_at.is_some_and(|m| last_seen <= m)
+    }
+
+    /// Whether a short cooldown's retry is overdue at `now`: still failing, nothing else
+    /// handling it, and the retry did not come in time.
+    pub fn retry_overdue(&self, now: UnixMs) -> bool {
+        self.is_open()
+            && !self.failing.is_empty()
+            && self.retry_by.is_some_and(|by| now > by)
+            && self.chain.is_none()
+            && self.paged.is_none()
+            && !self.approval.as_ref().is_some_and(|(_, e)| *e > now)
     }
 
     /// An action chain started for it.
     pub fn acting(&mut self, chain: &str) -> Change {
         self.chain = Some(chain.to_owned());
+        self.retry_by = None;
         self.hold = None;
         self.to(Stage::Acting)
     }
@@ -291,17 +339,25 @@ impl Incident {
         }
     }
 
-    /// A guard holds its action.
-    pub fn held(&mut self, guard: Guard, until: Option<UnixMs>) -> Change {
+    /// A guard holds its action (decided at `now`).
+    pub fn held(&mut self, guard: Guard, until: Option<UnixMs>, now: UnixMs) -> Change {
         self.hold = Some(Hold {
             guard: guard.into(),
             until,
         });
+        if guard == Guard::Cooldown
+            && let Some(until) = until
+            && until.saturating_sub(now) <= SHORT_COOLDOWN_MS
+        {
+            self.retry_by = Some(until.saturating_add(RETRY_GRACE_MS));
+            return None;
+        }
         match guard {
             // Watched below the threshold, or waiting for another action on the host: nothing
             // is held that a human must hear of.
             Guard::Threshold | Guard::Busy => None,
-            _ if self.chain.is_some() => None,
+            // Mended and waiting for the agent to see the site work: still recovering.
+            _ if self.chain.is_some() || self.stage == Stage::Recovering => None,
             _ => self.to(Stage::Held),
         }
     }
@@ -361,8 +417,16 @@ impl Incident {
 /// none (an action runs; an approval request, which notifies by itself; a finding watched below
 /// its threshold; a host busy with another action, decided again at the next revision; a storm
 /// whose one page covers every host).
-pub fn page_for(incident: &Incident, outcome: &Outcome, now: UnixMs) -> Option<String> {
-    if !incident.is_open() || incident.failing.is_empty() {
+///
+/// `last_seen` is the deciding finding's latest line (the host's clock): a finding that only
+/// reports lines logged before the incident's action mended it pages nobody.
+pub fn page_for(
+    incident: &Incident,
+    outcome: &Outcome,
+    last_seen: UnixMs,
+    now: UnixMs,
+) -> Option<String> {
+    if !incident.is_open() || incident.failing.is_empty() || incident.before_mended(last_seen) {
         return None;
     }
     let why = match outcome {
@@ -435,17 +499,17 @@ mod tests {
             guard: Guard::Cooldown,
             until: Some(300_000),
         };
-        assert!(page_for(&i, &cooldown, 1).is_some());
+        assert!(page_for(&i, &cooldown, 0, 1).is_some());
         i.page(1, 1_800_000, false, None);
-        assert_eq!(page_for(&i, &cooldown, 2), None, "paged already");
+        assert_eq!(page_for(&i, &cooldown, 0, 2), None, "paged already");
         let mut acting = Incident::open(&f, 0);
         acting.acting("chain");
-        assert_eq!(page_for(&acting, &cooldown, 2), None);
+        assert_eq!(page_for(&acting, &cooldown, 0, 2), None);
         let mut waiting = Incident::open(&f, 0);
         waiting.awaiting("ab12", 100);
-        assert_eq!(page_for(&waiting, &cooldown, 50), None);
+        assert_eq!(page_for(&waiting, &cooldown, 0, 50), None);
         assert!(
-            page_for(&waiting, &cooldown, 100).is_some(),
+            page_for(&waiting, &cooldown, 0, 100).is_some(),
             "an expired approval handles nothing"
         );
         for quiet in [Guard::Threshold, Guard::Busy, Guard::Storm] {
@@ -453,12 +517,54 @@ mod tests {
                 guard: quiet,
                 until: None,
             };
-            assert_eq!(page_for(&Incident::open(&f, 0), &held, 1), None);
+            assert_eq!(page_for(&Incident::open(&f, 0), &held, 0, 1), None);
         }
         let escalate = Outcome::Escalate { why: Why::Policy };
-        assert!(page_for(&waiting, &escalate, 50).is_some());
+        assert!(page_for(&waiting, &escalate, 0, 50).is_some());
         waiting.page(50, 1_000, false, None);
-        assert_eq!(page_for(&waiting, &escalate, 60), None);
+        assert_eq!(page_for(&waiting, &escalate, 0, 60), None);
+    }
+
+    #[test]
+    fn lines_logged_before_the_fix_page_nobody_lines_after_it_do() {
+        let f = finding("web1/a#1", "unix:/run/php/php8.2-fpm.sock");
+        let mut i = Incident::open(&f, 0);
+        i.acting("chain");
+        i.action_succeeded(5_000);
+        i.chain_ended("chain", true);
+        assert_eq!(i.stage, Stage::Recovering);
+        let cooldown = Outcome::Held {
+            guard: Guard::Cooldown,
+            until: Some(400_000),
+        };
+        assert_eq!(i.held(Guard::Cooldown, Some(400_000), 6_000), None);
+        assert_eq!(page_for(&i, &cooldown, 4_999, 6_000), None);
+        assert_eq!(page_for(&i, &cooldown, 5_000, 6_000), None);
+        assert!(page_for(&i, &cooldown, 5_001, 6_000).is_some());
+    }
+
+    #[test]
+    fn a_short_cooldown_is_a_retry_until_it_is_overdue_a_long_one_pages() {
+        let f = finding("web1/a#1", "unix:/run/php/php8.2-fpm.sock");
+        let mut i = Incident::open(&f, 0);
+        let short = Outcome::Held {
+            guard: Guard::Cooldown,
+            until: Some(10_000),
+        };
+        i.held(Guard::Cooldown, Some(10_000), 1_000);
+        assert_eq!(page_for(&i, &short, 0, 1_000), None);
+        assert_eq!(i.handled(1_000), Some(Handler::Retry(40_000)));
+        assert!(!i.retry_overdue(40_000));
+        assert!(i.retry_overdue(40_001));
+        i.acting("chain");
+        assert!(!i.retry_overdue(50_000));
+        let mut long = Incident::open(&f, 0);
+        let hold = Outcome::Held {
+            guard: Guard::Cooldown,
+            until: Some(300_000),
+        };
+        long.held(Guard::Cooldown, Some(300_000), 1_000);
+        assert!(page_for(&long, &hold, 0, 1_000).is_some());
     }
 
     #[test]

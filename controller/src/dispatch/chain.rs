@@ -228,6 +228,17 @@ impl Dispatcher {
             return;
         };
         if status == ActionStatus::Succeeded {
+            // By the host's clock, which its findings' times are in.
+            let at = if result.finished_unix_ms > 0 {
+                result.finished_unix_ms
+            } else {
+                now
+            };
+            if let Some(incident) = self.state.incident_of(host, Some(&chain.id), &chain.finding.id)
+                && let Some(open) = self.state.incident_mut(host, &incident)
+            {
+                open.action_succeeded(at);
+            }
             tracing::info!(host = %host, action = %result.action_id, status = %status, outcome = ?result.message, "Action succeeded and verified.");
             chain.current += 1;
             self.advance(chain, now).await;

@@ -118,7 +118,7 @@ impl Dispatcher {
                     .state
                     .incident_mut(&f.host, &incident_id)
                     .and_then(|open| {
-                        let change = open.held(guard, until);
+                        let change = open.held(guard, until, now);
                         if guard == decide::Guard::Storm && open.paged.is_none() {
                             // Covered by the storm's one page (sent for the host that started
                             // it): this host's incident pages nobody on its own.
@@ -135,7 +135,7 @@ impl Dispatcher {
         let why = self
             .state
             .incident(&f.host, &incident_id)
-            .and_then(|open| decide::incident::page_for(open, &decision.outcome, now));
+            .and_then(|open| decide::incident::page_for(open, &decision.outcome, f.last_seen, now));
         if let Some(why) = why {
             self.escalate(&f, decision.policy, why, now).await;
         }

@@ -104,6 +104,41 @@ impl Dispatcher {
         });
     }
 
+    /// Pages about every incident whose short cooldown ended without the retry it promised:
+    /// still failing, and nothing else handles it.
+    pub(super) fn overdue_retries(&mut self, now: UnixMs) {
+        let due: Vec<(String, String, UnixMs)> = self
+            .state
+            .incidents()
+            .filter(|(_, i)| i.retry_overdue(now))
+            .map(|(host, i)| (host.to_owned(), i.id.clone(), i.retry_by.unwrap_or(now)))
+            .collect();
+        for (host, id, by) in due {
+            let Some(open) = self.state.incident_mut(&host, &id) else {
+                continue;
+            };
+            open.retry_by = None;
+            let change = open.page(now, ms(DEFAULT_RENOTIFY), false, None);
+            let incident = open.clone();
+            let why = format!(
+                "a short cooldown held the action and no retry came by {}, while the upstream \
+                 was still failing",
+                Time(by)
+            );
+            self.audit_change(&host, &id, change, &why, now);
+            self.stats
+                .escalations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.audit(
+                record(Kind::Escalated, now)
+                    .host(&host)
+                    .incident(&id)
+                    .body(serde_json::json!({ "why": why, "page": 1 })),
+            );
+            self.notify(&host, &incident, Event::Page, why, now);
+        }
+    }
+
     /// Pages again about every paged incident still failing past its re-notify interval.
     pub(super) fn renotify(&mut self, now: UnixMs) {
         let due: Vec<(String, String)> = self

@@ -85,7 +85,17 @@ impl Notifier {
 
     /// Logs the escalation and queues it for `webhook` (or the default one).
     pub fn escalate(&self, webhook: Option<&str>, e: Escalation) {
-        tracing::warn!(host = %e.host, finding = %e.finding_id, cause = %e.cause, root_cause = %e.root_cause, unit = %e.unit, policy = %e.policy, why = ?e.why, "Escalated to a human.");
+        match e.event.as_str() {
+            "resolved" => {
+                tracing::info!(host = %e.host, incident = %e.incident, why = ?e.why, "Told a human the incident resolved.");
+            }
+            "renotify" => {
+                tracing::warn!(host = %e.host, incident = %e.incident, cause = %e.cause, why = ?e.why, "Paged a human again: still failing.");
+            }
+            _ => {
+                tracing::warn!(host = %e.host, incident = %e.incident, finding = %e.finding_id, cause = %e.cause, root_cause = %e.root_cause, unit = %e.unit, policy = %e.policy, why = ?e.why, "Escalated to a human.");
+            }
+        }
         let Some(url) = webhook.or(self.default_webhook.as_deref()) else {
             return;
         };
