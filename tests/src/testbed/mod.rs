@@ -7,6 +7,8 @@
 //! - [`fleet`]: several hosts booted together.
 //! - [`binaries`]: the freshly built gatemend binaries, to bind-mount into hosts.
 //! - [`http`]: a minimal HTTP/1.0 client for asserting what nginx answers.
+//! - [`traffic`]: users' requests to a host every 25 ms, every answer kept.
+//! - [`webhook`]: a webhook receiver on loopback: the pages a human would get.
 
 pub mod backend;
 pub mod binaries;
@@ -19,6 +21,8 @@ mod lock;
 mod process;
 pub mod rootfs;
 pub mod slot;
+pub mod traffic;
+pub mod webhook;
 
 pub use error::TestbedError;
 pub use fleet::Fleet;
