@@ -135,16 +135,25 @@ async fn an_approval_whose_audit_record_failed_goes_back_to_pending_and_is_never
         .request(new(3, Duration::from_secs(600)), 1_000)
         .await
         .unwrap();
-    let approving = approvals.approve(&a.id, "alice", "ok", 2_000).await.unwrap();
+    let approving = approvals
+        .approve(&a.id, "alice", "ok", 2_000)
+        .await
+        .unwrap();
     assert_eq!(approving.state, State::Approving);
     assert!(approvals.undispatched().await.unwrap().is_empty());
-    assert!(!approvals.claim(&a.id, 2_500).await.unwrap(), "claimed before it was audited");
+    assert!(
+        !approvals.claim(&a.id, 2_500).await.unwrap(),
+        "claimed before it was audited"
+    );
     let back = approvals.settle(&a.id, false).await.unwrap();
     assert_eq!(back.state, State::Pending);
     assert_eq!(back.decided_by, None);
     assert!(approvals.undispatched().await.unwrap().is_empty());
     // It can be approved again, and settles once.
-    approvals.approve(&a.id, "bob", "log is back", 3_000).await.unwrap();
+    approvals
+        .approve(&a.id, "bob", "log is back", 3_000)
+        .await
+        .unwrap();
     approvals.settle(&a.id, true).await.unwrap();
     assert!(approvals.settle(&a.id, true).await.is_err());
     assert!(approvals.claim(&a.id, 3_500).await.unwrap());
@@ -158,7 +167,10 @@ async fn an_approval_left_approving_by_a_dead_controller_expires_and_never_runs(
         .request(new(4, Duration::from_secs(60)), 1_000)
         .await
         .unwrap();
-    approvals.approve(&a.id, "alice", "ok", 2_000).await.unwrap();
+    approvals
+        .approve(&a.id, "alice", "ok", 2_000)
+        .await
+        .unwrap();
     let expired = approvals.expire_due(61_001).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(

@@ -81,9 +81,15 @@ async fn an_approved_edit_carries_its_diff_everywhere_and_a_rollback_pages_with_
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
     assert!(
-        text.contains("fastcgi_pass unix:/run/php/php7.4-fpm.sock -> unix:/run/php/php8.2-fpm.sock"),
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(
+        text.contains(
+            "fastcgi_pass unix:/run/php/php7.4-fpm.sock -> unix:/run/php/php8.2-fpm.sock"
+        ),
         "{text}"
     );
     assert!(text.contains(DIFF), "{text}");
@@ -109,7 +115,9 @@ async fn an_approved_edit_carries_its_diff_everywhere_and_a_rollback_pages_with_
         action_id: request.action_id.clone(),
         host: "web1".into(),
         status: ActionStatus::RolledBack as i32,
-        message: "verify: GET /index.php answered 502; restored the backup, nginx -t passed, reloaded".into(),
+        message:
+            "verify: GET /index.php answered 502; restored the backup, nginx -t passed, reloaded"
+                .into(),
         steps: vec![ActionStep {
             name: "rollback".into(),
             ok: true,
@@ -125,18 +133,24 @@ async fn an_approved_edit_carries_its_diff_everywhere_and_a_rollback_pages_with_
         .find(|r| r["kind"] == "action_dispatched")
         .expect("the dispatched edit");
     assert_eq!(dispatched["body"]["edit"]["diff"], DIFF, "{dispatched}");
-    let result = records.iter().find(|r| r["kind"] == "action_result").unwrap();
+    let result = records
+        .iter()
+        .find(|r| r["kind"] == "action_result")
+        .unwrap();
     assert_eq!(result["body"]["status"], "rolled_back");
     // One page for the incident: the approval request. The rollback's reason is recorded on
     // the incident, not paged again.
-    let pages: Vec<_> = records.iter().filter(|r| r["kind"] == "escalated").collect();
+    let pages: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "escalated")
+        .collect();
     assert_eq!(pages.len(), 1, "{records:#?}");
     let records = ctl.wait_timeline(id, "incident").await;
     assert!(
         records.iter().any(|r| r["kind"] == "incident"
-            && r["body"]["why"]
-                .as_str()
-                .is_some_and(|w| w.contains("ended rolled_back: verify: GET /index.php answered 502"))),
+            && r["body"]["why"].as_str().is_some_and(
+                |w| w.contains("ended rolled_back: verify: GET /index.php answered 502")
+            )),
         "{records:#?}"
     );
     // The review page shows the diff, escaped.

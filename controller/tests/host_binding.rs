@@ -58,10 +58,16 @@ async fn a_second_agent_cannot_shadow_advance_or_answer_the_first_hosts_incident
     // 1. web1's finding id, sent first from web2: refused, so web1's own copy is not taken
     //    for a duplicate later.
     attacker.send(fpm_down("web2", A_ID, 1)).await;
-    assert_refused(attacker.next_ack(wait).await, "does not begin with its host `web2/`");
+    assert_refused(
+        attacker.next_ack(wait).await,
+        "does not begin with its host `web2/`",
+    );
     let shouting = A_ID.replacen("web1", "WEB1", 1);
     attacker.send(fpm_down("web2", &shouting, 1)).await;
-    assert_refused(attacker.next_ack(wait).await, "does not begin with its host");
+    assert_refused(
+        attacker.next_ack(wait).await,
+        "does not begin with its host",
+    );
     // 2. A finding naming web1 as its host, on web2's stream.
     attacker.send(fpm_down("web1", A_ID, 1)).await;
     assert_refused(attacker.next_ack(wait).await, "on the stream of `web2`");
@@ -145,7 +151,14 @@ async fn a_second_agent_cannot_shadow_advance_or_answer_the_first_hosts_incident
         .iter()
         .filter_map(|h| h["host"].as_str())
         .collect();
-    assert_eq!(hosts.iter().filter(|h| h.eq_ignore_ascii_case("web1")).count(), 1, "{fleet}");
+    assert_eq!(
+        hosts
+            .iter()
+            .filter(|h| h.eq_ignore_ascii_case("web1"))
+            .count(),
+        1,
+        "{fleet}"
+    );
     assert!(hosts.contains(&"web1"), "{fleet}");
 
     let metrics = ctl.metrics().await;

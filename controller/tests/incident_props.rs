@@ -56,7 +56,10 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         Just(Outcome::NoPolicy),
         Just(Outcome::Escalate { why: Why::Policy }),
         Just(Outcome::Escalate {
-            why: Why::AttemptsExhausted { attempts: 3, max: 3 }
+            why: Why::AttemptsExhausted {
+                attempts: 3,
+                max: 3
+            }
         }),
         (guard, proptest::option::of(0i64..1_000_000))
             .prop_map(|(guard, until)| Outcome::Held { guard, until }),
@@ -90,10 +93,8 @@ fn decided(i: &mut Incident, f: &Finding, outcome: Outcome, now: i64, pages: &mu
         }
     };
     match outcome {
-        Outcome::Execute => {
-            if i.chain.is_none() {
-                i.acting("chain");
-            }
+        Outcome::Execute if i.chain.is_none() => {
+            i.acting("chain");
         }
         Outcome::AwaitApproval => {
             i.awaiting("approval", now + 1_800_000);

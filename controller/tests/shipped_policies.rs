@@ -129,7 +129,11 @@ fn a_proposed_edit_is_approved_by_a_human_and_without_one_the_old_answer_stands(
     let edit = |directive: &str| decide::Edit {
         kind: gatemend_proto::ConfigKind::Nginx,
         file: "/etc/nginx/sites-enabled/default".into(),
-        block: vec!["http".into(), "server[_]".into(), "location[~ \\.php$]".into()],
+        block: vec![
+            "http".into(),
+            "server[_]".into(),
+            "location[~ \\.php$]".into(),
+        ],
         block_outer: vec![],
         directive: directive.into(),
         old_value: "unix:/run/php/php7.4-fpm.sock".into(),

@@ -164,7 +164,10 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
     .await;
 
     // The browser landed on the incident's timeline; reload until the result is in it.
-    assert_eq!(b.current_url().await.unwrap().path(), "/incidents/web1%2Ff1");
+    assert_eq!(
+        b.current_url().await.unwrap().path(),
+        "/incidents/web1%2Ff1"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let result = loop {
         if let Ok(li) = b.find(Locator::Css("li[data-kind=action_result]")).await {

@@ -213,10 +213,12 @@ impl Approvals {
     /// written, else `pending` again, so an operator can approve it once the log is back.
     pub async fn settle(&self, id: &str, audited: bool) -> Result<Approval, ApprovalError> {
         let changed = if audited {
-            sqlx::query("UPDATE approvals SET state = 'approved' WHERE id = $1 AND state = 'approving'")
-                .bind(id)
-                .execute(&self.pool)
-                .await?
+            sqlx::query(
+                "UPDATE approvals SET state = 'approved' WHERE id = $1 AND state = 'approving'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?
         } else {
             sqlx::query(
                 "UPDATE approvals SET state = 'pending', decided_by = NULL, reason = NULL, \

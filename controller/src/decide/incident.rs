@@ -301,7 +301,7 @@ impl Incident {
             && self.retry_by.is_some_and(|by| now > by)
             && self.chain.is_none()
             && self.paged.is_none()
-            && !self.approval.as_ref().is_some_and(|(_, e)| *e > now)
+            && self.approval.as_ref().is_none_or(|(_, e)| *e <= now)
     }
 
     /// An action chain started for it.

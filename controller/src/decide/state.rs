@@ -496,7 +496,12 @@ impl FleetState {
 
     /// The open incident `id` of `host`.
     pub fn incident(&self, host: &str, id: &str) -> Option<&Incident> {
-        self.data.hosts.get(host)?.incidents.iter().find(|i| i.id == id)
+        self.data
+            .hosts
+            .get(host)?
+            .incidents
+            .iter()
+            .find(|i| i.id == id)
     }
 
     /// The id of the open incident of `host` whose action chain is `chain`, or which holds

@@ -276,12 +276,18 @@ fn below_its_threshold_a_finding_is_watched_not_handed_to_a_lower_catch_all() {
             until: None
         }
     );
-    assert_eq!(d.policy.map(|p| p.name.as_str()), Some("restart-when-crashing"));
+    assert_eq!(
+        d.policy.map(|p| p.name.as_str()),
+        Some("restart-when-crashing")
+    );
     // Past the threshold, the policy that watched it decides.
     f.count = 5;
     let d = step(&set, &mut state, &f, T0 + 1_000, Options::default());
     assert_eq!(d.outcome, Outcome::AwaitApproval);
-    assert_eq!(d.policy.map(|p| p.name.as_str()), Some("restart-when-crashing"));
+    assert_eq!(
+        d.policy.map(|p| p.name.as_str()),
+        Some("restart-when-crashing")
+    );
 }
 
 #[test]

@@ -161,5 +161,4 @@ impl Dispatcher {
             Err(e) => tracing::error!(error = %e, "Could not expire approvals."),
         }
     }
-
 }

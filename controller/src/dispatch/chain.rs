@@ -178,8 +178,6 @@ impl Dispatcher {
         self.give_up(chain, why, now).await;
     }
 
-
-
     pub(super) async fn on_result(&mut self, host: &str, result: ActionResult, now: UnixMs) {
         let status = ActionStatus::try_from(result.status).unwrap_or(ActionStatus::Unspecified);
         self.stats.action(status);
@@ -234,7 +232,9 @@ impl Dispatcher {
             } else {
                 now
             };
-            if let Some(incident) = self.state.incident_of(host, Some(&chain.id), &chain.finding.id)
+            if let Some(incident) = self
+                .state
+                .incident_of(host, Some(&chain.id), &chain.finding.id)
                 && let Some(open) = self.state.incident_mut(host, &incident)
             {
                 open.action_succeeded(at);
@@ -312,11 +312,12 @@ impl Dispatcher {
         }
     }
 
-
     /// The incident the chain mends hears that it ended.
     fn chain_ended(&mut self, chain: &Chain, succeeded: bool, why: &str, now: UnixMs) {
         let host = &chain.finding.host;
-        let Some(incident) = self.state.incident_of(host, Some(&chain.id), &chain.finding.id)
+        let Some(incident) = self
+            .state
+            .incident_of(host, Some(&chain.id), &chain.finding.id)
         else {
             return;
         };
@@ -364,7 +365,10 @@ impl Dispatcher {
                 fields.insert("dry_run".into(), true.into());
             }
             if let Some(edit) = request.edit.as_ref().and_then(Edit::from_wire) {
-                fields.insert("edit".into(), serde_json::to_value(edit).unwrap_or_default());
+                fields.insert(
+                    "edit".into(),
+                    serde_json::to_value(edit).unwrap_or_default(),
+                );
             }
         }
         record(Kind::ActionDispatched, now)

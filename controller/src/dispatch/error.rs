@@ -14,7 +14,9 @@ pub enum Unfit {
     #[error("{kind} needs a unix socket upstream, got `{upstream}`")]
     NoSocket { kind: ActionKind, upstream: String },
     /// edit_config needs the edit diagnosis proposed.
-    #[error("{kind} needs the configuration edit diagnosis proposes, and finding {finding} carries none")]
+    #[error(
+        "{kind} needs the configuration edit diagnosis proposes, and finding {finding} carries none"
+    )]
     NoEdit { kind: ActionKind, finding: String },
     /// The host's stream would not take it (offline, not allowed by its Hello, queue full).
     #[error("cannot send {kind}: {why}")]

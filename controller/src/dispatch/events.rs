@@ -4,7 +4,6 @@
 use super::*;
 
 impl Dispatcher {
-
     pub(super) async fn on_event(&mut self, event: Ingested, now: UnixMs) {
         match event {
             Ingested::Online { host, labels } => {
@@ -126,7 +125,13 @@ impl Dispatcher {
                         }
                         change
                     });
-                self.audit_change(&f.host, &incident_id, change, &decision.outcome.to_string(), now);
+                self.audit_change(
+                    &f.host,
+                    &incident_id,
+                    change,
+                    &decision.outcome.to_string(),
+                    now,
+                );
             }
             _ => {}
         }

@@ -29,13 +29,13 @@
 //! another controller (its own died), that one sends the running action again under the same
 //! id: the agent answers from its ledger if it already ran it.
 
-mod error;
-pub mod health;
 mod approval;
 mod batch;
 mod chain;
 mod dry_run;
+mod error;
 mod events;
+pub mod health;
 mod page;
 pub mod request;
 pub mod state_db;
@@ -61,12 +61,12 @@ pub use webhook::{Escalation, Notifier};
 
 use crate::approvals::{Approval, Approvals, NewApproval};
 use crate::audit::{Audit, AuditError, Kind, NewRecord, now_ms};
-use chain::Chain;
 use crate::decide::{
     self, ChainState, Decision, Edit, Finding, FleetState, InFlight, Options, Outcome, Time, UnixMs,
 };
 use crate::ingest::{Fleet, Forwarded, Ingested};
 use crate::policy::{Policy, PolicySet};
+use chain::Chain;
 
 /// How long after its deadline an action without a result is given up (the agent may be
 /// reconnecting and resending the result from its outbox).
@@ -81,7 +81,6 @@ const CONTROLLER_SILENT: Duration = Duration::from_secs(30);
 const BATCH: usize = 512;
 /// How long a dispatcher that lost its database waits before trying again.
 const RETRY: Duration = Duration::from_secs(1);
-
 
 /// The dispatch stage; run it with [`Dispatcher::run`].
 #[derive(Debug)]
@@ -320,7 +319,6 @@ impl Dispatcher {
         }
     }
 
-
     /// A handle to tell this dispatcher what operators decided (the web API holds one).
     pub fn handle(&mut self) -> Handle {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -354,7 +352,6 @@ fn log(f: &Finding, d: &Decision<'_>) {
 fn record(kind: Kind, now: UnixMs) -> NewRecord {
     NewRecord::new(now, kind, "controller")
 }
-
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -42,7 +42,12 @@ impl Dispatcher {
         let renotify = policy.map_or(DEFAULT_RENOTIFY, Policy::renotify);
         let mut change = None;
         if let Some(open) = self.state.incident_mut(&f.host, &incident) {
-            if let Some(first_at) = open.paged.as_ref().filter(|p| !p.by_storm).map(|p| p.first_at) {
+            if let Some(first_at) = open
+                .paged
+                .as_ref()
+                .filter(|p| !p.by_storm)
+                .map(|p| p.first_at)
+            {
                 let stage = open.stage;
                 tracing::info!(host = %f.host, incident = %incident, why = %why, "Already paged about this incident; not paging again.");
                 self.stats
@@ -183,7 +188,13 @@ impl Dispatcher {
 
     /// Audits the resolution of `incident` (every finding of it resolved with evidence), tells
     /// the human who was paged about it, and forgets it.
-    pub(super) fn resolved(&mut self, host: &str, incident: &Incident, evidence: &str, now: UnixMs) {
+    pub(super) fn resolved(
+        &mut self,
+        host: &str,
+        incident: &Incident,
+        evidence: &str,
+        now: UnixMs,
+    ) {
         tracing::info!(host = %host, incident = %incident.id, "Incident resolved.");
         self.audit(
             record(Kind::Resolved, now)

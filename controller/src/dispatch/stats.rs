@@ -150,7 +150,9 @@ impl DispatchStats {
             {
                 *n += 1;
             }
-            if i.hold.is_some_and(|h| !matches!(h.guard, GuardId::Threshold | GuardId::Busy)) {
+            if i.hold
+                .is_some_and(|h| !matches!(h.guard, GuardId::Threshold | GuardId::Busy))
+            {
                 held += 1;
             }
         }

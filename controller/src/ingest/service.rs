@@ -306,7 +306,11 @@ async fn session<S: FindingSink>(
     let end: Option<Status> = loop {
         let room = waiting.len() < limits.waiting_acks;
         if !room {
-            let times = shared.stats.acks_backpressure.fetch_add(1, Ordering::Relaxed) + 1;
+            let times = shared
+                .stats
+                .acks_backpressure
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             if times.is_power_of_two() {
                 tracing::warn!(host = %host, waiting = waiting.len(), times, "Stopped reading an agent's stream until the decision stage catches up.");
             }

@@ -106,7 +106,11 @@ impl Seen {
                 self.keys.remove(&old);
                 self.forgotten += 1;
                 if self.forgotten.is_power_of_two() {
-                    tracing::warn!(capacity = self.capacity, forgotten = self.forgotten, "The findings store forgot its oldest keys; a resend that old would be stored again.");
+                    tracing::warn!(
+                        capacity = self.capacity,
+                        forgotten = self.forgotten,
+                        "The findings store forgot its oldest keys; a resend that old would be stored again."
+                    );
                 }
             }
         }
@@ -453,13 +457,20 @@ mod tests {
             let id = format!("f{i}");
             assert_eq!(sink.store(&finding(&id, 1)).await.unwrap(), Stored::New);
         }
-        let inner = sink.inner.lock().unwrap();
-        assert_eq!(inner.seen.len(), 3);
-        assert_eq!(inner.seen.forgotten(), 2);
-        assert!(inner.records.is_none(), "a non-recording sink keeps no records");
-        drop(inner);
+        {
+            let inner = sink.inner.lock().unwrap();
+            assert_eq!(inner.seen.len(), 3);
+            assert_eq!(inner.seen.forgotten(), 2);
+            assert!(
+                inner.records.is_none(),
+                "a non-recording sink keeps no records"
+            );
+        }
         // The newest are still known; the oldest would be stored again (never lost).
-        assert_eq!(sink.store(&finding("f4", 1)).await.unwrap(), Stored::Duplicate);
+        assert_eq!(
+            sink.store(&finding("f4", 1)).await.unwrap(),
+            Stored::Duplicate
+        );
         assert_eq!(sink.store(&finding("f0", 1)).await.unwrap(), Stored::New);
 
         let dir = tempfile::tempdir().unwrap();
@@ -471,7 +482,10 @@ mod tests {
         drop(file);
         let reopened = FileSink::open_with_capacity(&path, 2).unwrap();
         assert_eq!(reopened.inner.lock().unwrap().seen.len(), 2);
-        assert_eq!(reopened.store(&finding("f3", 1)).await.unwrap(), Stored::Duplicate);
+        assert_eq!(
+            reopened.store(&finding("f3", 1)).await.unwrap(),
+            Stored::Duplicate
+        );
     }
 
     #[tokio::test]

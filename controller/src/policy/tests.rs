@@ -517,7 +517,9 @@ fn an_edit_needs_match_edit_naming_known_directives_and_renotify_is_a_duration()
     let errors = errors_of("e.yaml", &text);
     assert_eq!(
         errors,
-        ["e.yaml:6:7: policies[0].match.edit: a policy with edit_config must name the directives it applies in match.edit"],
+        [
+            "e.yaml:6:7: policies[0].match.edit: a policy with edit_config must name the directives it applies in match.edit"
+        ],
     );
     let text = text.replace(
         "      threshold: { count: 3, within: 30s }\n",
@@ -543,7 +545,10 @@ fn an_edit_needs_match_edit_naming_known_directives_and_renotify_is_a_duration()
     )])
     .unwrap();
     let p = &set.policies()[0];
-    assert_eq!(p.matcher.edits.as_deref(), Some(&["fastcgi_pass".to_owned()][..]));
+    assert_eq!(
+        p.matcher.edits.as_deref(),
+        Some(&["fastcgi_pass".to_owned()][..])
+    );
     assert_eq!(p.renotify(), Duration::from_secs(600));
     assert_eq!(p.webhook(), None);
     let errors = errors_of(
@@ -554,5 +559,9 @@ fn an_edit_needs_match_edit_naming_known_directives_and_renotify_is_a_duration()
         ),
     );
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(errors[0].contains("policies[0].escalate.renotify"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("policies[0].escalate.renotify"),
+        "{}",
+        errors[0]
+    );
 }
