@@ -10,43 +10,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use gatemend_proto::v1::{ActionResult, ActionStep, ConfigEdit, Finding, agent_message};
-use gatemend_proto::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
+use gatemend_proto::v1::{ActionResult, ActionStep, agent_message};
+use gatemend_proto::{ActionKind, ActionStatus};
 
 mod support;
 
-use support::{Agent, Controller, Launch};
-
-const DIFF: &str = "--- a/etc/nginx/sites-enabled/default\n+++ b/etc/nginx/sites-enabled/default\n@@ -55,3 +55,3 @@\n \tlocation ~ \\.php$ {\n \t\tinclude snippets/fastcgi-php.conf;\n-\t\tfastcgi_pass unix:/run/php/php7.4-fpm.sock;\n+\t\tfastcgi_pass unix:/run/php/php8.2-fpm.sock;\n";
-
-fn wrong_socket(id: &str) -> agent_message::Body {
-    agent_message::Body::Finding(Finding {
-        id: id.into(),
-        revision: 1,
-        host: "web1".into(),
-        cause: Cause::UpstreamSocketMissing as i32,
-        root_cause: RootCause::WrongTarget as i32,
-        root_cause_detail: "nginx points at /run/php/php7.4-fpm.sock, but php-fpm listens at /run/php/php8.2-fpm.sock".into(),
-        upstream: "unix:/run/php/php7.4-fpm.sock".into(),
-        unit: "php8.2-fpm.service".into(),
-        count: 3,
-        first_seen_unix_ms: 1,
-        last_seen_unix_ms: 2,
-        proposed_edit: Some(ConfigEdit {
-            kind: ConfigKind::Nginx as i32,
-            file: "/etc/nginx/sites-enabled/default".into(),
-            block: vec!["http".into(), "server[_]".into(), "location[~ \\.php$]".into()],
-            block_outer: vec![],
-            directive: "fastcgi_pass".into(),
-            old_value: "unix:/run/php/php7.4-fpm.sock".into(),
-            new_value: "unix:/run/php/php8.2-fpm.sock".into(),
-            file_sha256: "ab".repeat(32),
-            diff: DIFF.into(),
-            why: "php8.2-fpm.service listens on /run/php/php8.2-fpm.sock (pool www)".into(),
-        }),
-        ..Default::default()
-    })
-}
+use support::{Agent, Controller, EDIT_DIFF as DIFF, Launch, wrong_socket};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_edit_carries_its_diff_everywhere_and_a_rollback_pages_with_the_reason() {

@@ -265,3 +265,105 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
     assert_eq!(still["state"], "pending");
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_approval_shows_its_diff_and_the_timeline_shows_the_edit_applied_or_rolled_back() {
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/edit.yaml"
+    ))
+    .unwrap();
+    let ctl = Controller::launch(&support::Launch {
+        policy: &policy,
+        ..support::Launch::default()
+    });
+    let mut web1 = Agent::connect(ctl.grpc, "web1").await;
+    let incident = "web1/upstream_socket_missing/unix:/run/php/php7.4-fpm.sock#1";
+    web1.send(support::wrong_socket(incident)).await;
+    let id = ctl.pending_approval().await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, b) = browser(profile.path()).await;
+    log_in(&b, &ctl, &ctl.alice).await;
+
+    b.goto(&ctl.url(&format!("/approvals/{id}"))).await.unwrap();
+    let diff = b
+        .wait()
+        .for_element(Locator::Id("edit-diff"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (The browser renders the diff's tabs as spaces.)
+    let line = |sign: char, socket: &str| {
+        diff.lines().any(|l| {
+            l.starts_with(sign) && l.contains(&format!("fastcgi_pass unix:/run/php/{socket};"))
+        })
+    };
+    assert!(
+        line('-', "php7.4-fpm.sock") && line('+', "php8.2-fpm.sock"),
+        "{diff:?}"
+    );
+    let summary = b
+        .find(Locator::Id("edit-summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary.starts_with(
+            "fastcgi_pass unix:/run/php/php7.4-fpm.sock -> unix:/run/php/php8.2-fpm.sock"
+        ),
+        "{summary}"
+    );
+    screenshot(&b, "edit-approval").await;
+    approve_from_the_list(&b, &ctl, &id, "the 8.2 socket is where php-fpm listens").await;
+
+    let request = web1
+        .next_request(Duration::from_secs(30))
+        .await
+        .expect("the approved edit is dispatched");
+    web1.send(gatemend_proto::v1::agent_message::Body::ActionResult(
+        gatemend_proto::v1::ActionResult {
+            action_id: request.action_id.clone(),
+            host: "web1".into(),
+            status: gatemend_proto::ActionStatus::RolledBack as i32,
+            message:
+                "verify: GET /index.php answered 502; the backup is restored and nginx reloaded"
+                    .into(),
+            ..Default::default()
+        },
+    ))
+    .await;
+    ctl.wait_timeline(incident, "action_result").await;
+    b.goto(&ctl.url(&format!("/incidents/{}", support::encode(incident))))
+        .await
+        .unwrap();
+    let timeline = b
+        .wait()
+        .for_element(Locator::Css("li[data-kind=action_dispatched] pre.diff"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        timeline.lines().any(
+            |l| l.starts_with('+') && l.contains("fastcgi_pass unix:/run/php/php8.2-fpm.sock;")
+        ),
+        "{timeline:?}"
+    );
+    let result = b
+        .find(Locator::Css("li[data-kind=action_result]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(result.contains("rolled_back"), "{result}");
+    screenshot(&b, "edit-timeline").await;
+}

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use gatemend_proto::v1::link_client::LinkClient;
 use gatemend_proto::v1::{
-    ActionRequest, ActionResult, AgentMessage, ControllerMessage, Finding, Hello, agent_message,
-    controller_message,
+    ActionRequest, ActionResult, AgentMessage, ConfigEdit, ControllerMessage, Finding, Hello,
+    agent_message, controller_message,
 };
-use gatemend_proto::{ActionKind, ActionStatus, Cause, RootCause};
+use gatemend_proto::{ActionKind, ActionStatus, Cause, ConfigKind, RootCause};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -468,6 +468,40 @@ pub fn fpm_down(host: &str, id: &str, revision: u64) -> agent_message::Body {
         count: revision,
         first_seen_unix_ms: 1,
         last_seen_unix_ms: 2,
+        ..Default::default()
+    })
+}
+
+/// The unified diff of the demo's fix: fastcgi_pass back on the php8.2 socket.
+pub const EDIT_DIFF: &str = "--- a/etc/nginx/sites-enabled/default\n+++ b/etc/nginx/sites-enabled/default\n@@ -55,3 +55,3 @@\n \tlocation ~ \\.php$ {\n \t\tinclude snippets/fastcgi-php.conf;\n-\t\tfastcgi_pass unix:/run/php/php7.4-fpm.sock;\n+\t\tfastcgi_pass unix:/run/php/php8.2-fpm.sock;\n";
+
+/// nginx pointed at the old php7.4 socket on web1 (finding `id`), with the edit diagnosis
+/// proposes.
+pub fn wrong_socket(id: &str) -> agent_message::Body {
+    agent_message::Body::Finding(Finding {
+        id: id.into(),
+        revision: 1,
+        host: "web1".into(),
+        cause: Cause::UpstreamSocketMissing as i32,
+        root_cause: RootCause::WrongTarget as i32,
+        root_cause_detail: "nginx points at /run/php/php7.4-fpm.sock, but php-fpm listens at /run/php/php8.2-fpm.sock".into(),
+        upstream: "unix:/run/php/php7.4-fpm.sock".into(),
+        unit: "php8.2-fpm.service".into(),
+        count: 3,
+        first_seen_unix_ms: 1,
+        last_seen_unix_ms: 2,
+        proposed_edit: Some(ConfigEdit {
+            kind: ConfigKind::Nginx as i32,
+            file: "/etc/nginx/sites-enabled/default".into(),
+            block: vec!["http".into(), "server[_]".into(), "location[~ \\.php$]".into()],
+            block_outer: vec![],
+            directive: "fastcgi_pass".into(),
+            old_value: "unix:/run/php/php7.4-fpm.sock".into(),
+            new_value: "unix:/run/php/php8.2-fpm.sock".into(),
+            file_sha256: "ab".repeat(32),
+            diff: EDIT_DIFF.into(),
+            why: "php8.2-fpm.service listens on /run/php/php8.2-fpm.sock (pool www)".into(),
+        }),
         ..Default::default()
     })
 }
