@@ -99,6 +99,17 @@ async fn log_in(b: &Client, ctl: &Controller, token: &str) {
     b.wait().for_element(Locator::Id("fleet")).await.unwrap();
 }
 
+/// The text of the element `at`, once it is there.
+async fn text_of(b: &Client, at: Locator<'_>) -> String {
+    b.wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Opens the approval from the pending list, fills in a reason and presses Approve.
 async fn approve_from_the_list(b: &Client, ctl: &Controller, id: &str, reason: &str) {
     b.goto(&ctl.url("/approvals")).await.unwrap();
@@ -247,14 +258,7 @@ async fn an_approver_approves_in_chromium_and_sees_the_action_and_its_result_a_v
     b.wait().for_element(Locator::Id("token")).await.unwrap();
     log_in(&b, &ctl, &ctl.vera).await;
     approve_from_the_list(&b, &ctl, &second, "I would like to").await;
-    let problem = b
-        .wait()
-        .for_element(Locator::Id("problem"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let problem = text_of(&b, Locator::Id("problem")).await;
     assert_eq!(
         problem,
         "vera is a viewer; to approve needs the approver role"
@@ -289,14 +293,7 @@ async fn an_edit_approval_shows_its_diff_and_the_timeline_shows_the_edit_applied
     log_in(&b, &ctl, &ctl.alice).await;
 
     b.goto(&ctl.url(&format!("/approvals/{id}"))).await.unwrap();
-    let diff = b
-        .wait()
-        .for_element(Locator::Id("edit-diff"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let diff = text_of(&b, Locator::Id("edit-diff")).await;
     // (The browser renders the diff's tabs as spaces.)
     let line = |sign: char, socket: &str| {
         diff.lines().any(|l| {
@@ -343,14 +340,7 @@ async fn an_edit_approval_shows_its_diff_and_the_timeline_shows_the_edit_applied
     b.goto(&ctl.url(&format!("/incidents/{}", support::encode(incident))))
         .await
         .unwrap();
-    let timeline = b
-        .wait()
-        .for_element(Locator::Css("li[data-kind=action_dispatched] pre.diff"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let timeline = text_of(&b, Locator::Css("li[data-kind=action_dispatched] pre.diff")).await;
     assert!(
         timeline.lines().any(
             |l| l.starts_with('+') && l.contains("fastcgi_pass unix:/run/php/php8.2-fpm.sock;")

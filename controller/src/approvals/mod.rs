@@ -229,10 +229,7 @@ impl Approvals {
             .await?
         }
         .rows_affected();
-        let approval = self
-            .get(id)
-            .await?
-            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let approval = self.must_get(id).await?;
         if changed == 1 {
             return Ok(approval);
         }
@@ -278,10 +275,7 @@ impl Approvals {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let approval = self
-            .get(id)
-            .await?
-            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let approval = self.must_get(id).await?;
         if changed == 1 {
             return Ok(approval);
         }
@@ -296,6 +290,13 @@ impl Approvals {
                 by: approval.decided_by.unwrap_or_default(),
             }),
         }
+    }
+
+    /// [`Approvals::get`], with a missing approval an error.
+    async fn must_get(&self, id: &str) -> Result<Approval, ApprovalError> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))
     }
 
     /// Approved approvals no controller has dispatched yet, oldest first.
