@@ -89,7 +89,16 @@ impl Dispatcher {
             decided = decided.policy(&p.name, p.source.file.digest.to_string());
         }
         self.audit(decided);
-        let remember = !matches!(decision.outcome, Outcome::NoPolicy);
+        // The state file is the whole fleet: written when a decision changed what a restart
+        // must remember (acts, pages, holds that count), not for every watched revision.
+        let remember = !matches!(
+            decision.outcome,
+            Outcome::NoPolicy
+                | Outcome::Held {
+                    guard: decide::Guard::Threshold | decide::Guard::Busy,
+                    ..
+                }
+        );
         match (decision.outcome, decision.policy) {
             (Outcome::Execute, Some(policy)) => self.execute(f.clone(), policy.clone(), now).await,
             (Outcome::DryRun, Some(policy)) => self.dry_run(&f, policy, now).await,
