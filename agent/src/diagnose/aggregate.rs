@@ -119,6 +119,7 @@ impl Aggregator {
                     last_seen: at,
                     resolved: false,
                     evidence: Evidence::default(),
+                    proposed_edit: None,
                 },
                 latest: VecDeque::new(),
                 changed: true,
@@ -187,9 +188,11 @@ impl Aggregator {
             // A root cause the probes can no longer explain (the fault is gone, the lines
             // not yet quiet) does not replace the one they found: it is what happened.
             if let Some(d) = rediagnose(&o.finding).filter(|d| d.root_cause != RootCause::Unknown) {
-                let before = (o.finding.root_cause, o.finding.unit.clone());
+                // A proposed edit that changed (the file was edited since) is news too.
+                let now = |f: &Finding| (f.root_cause, f.unit.clone(), f.proposed_edit.clone());
+                let before = now(&o.finding);
                 apply(&mut o.finding, &d);
-                if before != (o.finding.root_cause, o.finding.unit.clone()) {
+                if before != now(&o.finding) {
                     o.finding.revision += 1;
                     o.changed = false;
                     out.push(snapshot(o));
@@ -277,6 +280,7 @@ fn apply(f: &mut Finding, d: &Diagnosis) {
     f.root_cause_detail.clone_from(&d.detail);
     f.unit = d.unit.clone().unwrap_or_default();
     f.evidence.probes.clone_from(&d.probes);
+    f.proposed_edit.clone_from(&d.edit);
 }
 
 fn snapshot(o: &Open) -> Finding {

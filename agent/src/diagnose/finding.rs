@@ -8,6 +8,7 @@ use gatemend_proto::v1;
 use gatemend_proto::{Cause, RootCause};
 use serde::Serialize;
 
+use super::ProposedEdit;
 use crate::detect::Time;
 
 /// One diagnosed problem: a (cause, upstream) on this host, its root cause, its lines.
@@ -32,6 +33,10 @@ pub struct Finding {
     pub last_seen: i64,
     pub resolved: bool,
     pub evidence: Evidence,
+    /// The configuration edit diagnosis proposes to mend it (`edit` in JSON, the name
+    /// `gatemend policy explain` reads).
+    #[serde(rename = "edit", skip_serializing_if = "Option::is_none")]
+    pub proposed_edit: Option<ProposedEdit>,
 }
 
 /// What the finding rests on.
@@ -63,7 +68,7 @@ impl Finding {
             last_seen_unix_ms: self.last_seen,
             count: self.count,
             resolved: self.resolved,
-            proposed_edit: None,
+            proposed_edit: self.proposed_edit.as_ref().map(ProposedEdit::to_wire),
         }
     }
 }

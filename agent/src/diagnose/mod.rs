@@ -12,9 +12,16 @@
 //! The order is from the most certain to the least: a configuration or DNS error is what the
 //! line says it is; a unit that is down explains a refused connection before anything else; a
 //! socket nobody serves while php-fpm listens elsewhere is nginx pointing at the wrong place.
+//!
+//! Where the runbooks mend a root cause by editing the configuration (the pass's target, a
+//! location's timeout or buffer, `resolver`, `pm.max_children`, `worker_connections`), the
+//! root cause's file also proposes the edit (`propose`): computed with the editor against the
+//! file's current text, carried by the finding with its diff and the file's hash. An edit the
+//! editor refuses, or that the host's means do not allow, is not proposed; the detail says why.
 
 mod aggregate;
 mod finding;
+mod propose;
 pub mod resolve;
 mod target;
 
@@ -35,6 +42,7 @@ use gatemend_proto::{Cause, RootCause};
 
 pub use aggregate::{Aggregator, EVIDENCE_LINES, MAX_PATHS, Requests};
 pub use finding::{Evidence, Finding, unix_ms};
+pub use propose::{EditBounds, ProposedEdit};
 pub use target::unit_for;
 
 use crate::detect::Classified;
@@ -49,6 +57,9 @@ pub struct Diagnosis {
     /// The systemd unit that serves the upstream, when one was found.
     pub unit: Option<String>,
     pub probes: BTreeMap<String, String>,
+    /// The configuration edit that would mend it, when the runbooks have one and it could be
+    /// computed.
+    pub edit: Option<ProposedEdit>,
 }
 
 impl Diagnosis {
@@ -58,6 +69,7 @@ impl Diagnosis {
             detail: detail.into(),
             unit: None,
             probes: BTreeMap::new(),
+            edit: None,
         }
     }
 
@@ -95,6 +107,10 @@ pub fn diagnose(line: &Classified<'_>, probes: &Probes) -> Option<Diagnosis> {
         return None;
     }
     let found = ORDER.iter().find_map(|(_, check)| check(line, probes));
+    let found = found.map(|d| match propose::propose(line, &d, probes) {
+        Some(proposal) => propose::attach(d, proposal),
+        None => d,
+    });
     Some(found.unwrap_or_else(|| {
         let upstream = line.upstream.as_deref().unwrap_or("");
         let unit = unit_for(upstream, probes).map(|(unit, _)| unit);

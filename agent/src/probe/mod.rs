@@ -3,8 +3,10 @@
 pub mod error;
 pub mod http;
 pub mod listeners;
+pub mod memory;
 pub mod nginx;
 pub mod php_fpm;
+pub mod resolv;
 pub mod snapshot;
 pub mod socket;
 pub mod systemd;

@@ -48,3 +48,13 @@ pub fn parse(text: &str) -> NginxConfig {
 pub(crate) fn file_tree(text: &str) -> Vec<Node> {
     tree::tree(lex::tokens(text))
 }
+
+/// Each file of `nginx -T` output with its text as it is on disk (nginx prints a file's bytes
+/// and then a newline, which is not the file's): what an edit is computed against.
+pub fn files(text: &str) -> Vec<(std::path::PathBuf, &str)> {
+    dump::split_files(text)
+        .into_iter()
+        .filter(|(path, _)| !path.as_os_str().is_empty())
+        .map(|(path, body)| (path, body.strip_suffix('\n').unwrap_or(body)))
+        .collect()
+}

@@ -33,6 +33,9 @@ pub struct NginxConfig {
     pub passes: Vec<Pass>,
     /// Every directive whose name ends in `_timeout`.
     pub timeouts: Vec<Directive>,
+    /// Every `*_buffer_size`, `*_buffers` and `*_busy_buffers_size` (what a header that does
+    /// not fit is measured against).
+    pub buffers: Vec<Directive>,
     /// The files `nginx -T` listed, in its order.
     pub files: Vec<PathBuf>,
 }

@@ -226,6 +226,18 @@ impl Walker<'_> {
                 file: file.to_owned(),
                 line: node.line,
             }),
+            name if name.ends_with("_buffer_size")
+                || name.ends_with("_buffers")
+                || name.ends_with("_busy_buffers_size") =>
+            {
+                self.config.buffers.push(Directive {
+                    name: name.to_owned(),
+                    args: args.clone(),
+                    block_path: context.path.clone(),
+                    file: file.to_owned(),
+                    line: node.line,
+                });
+            }
             name => {
                 if let (Some(kind), Some(raw)) = (pass_kind(name), first) {
                     let (target, pending) = pass_target(kind, raw);
