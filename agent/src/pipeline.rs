@@ -502,13 +502,22 @@ async fn probe_awaiting(
         .collect()
 }
 
-/// A finding as a line, for re-diagnosing it with new probes.
+/// A finding as a line, for re-diagnosing it with new probes: one of its evidence lines
+/// classified again, which carries what the cause and upstream alone do not (the pool, the DNS
+/// name, the server, the phase: what a proposed edit is computed from), else the cause and
+/// upstream.
 fn as_line(f: &Finding) -> Classified<'_> {
-    Classified {
+    let latest = f
+        .evidence
+        .lines
+        .last()
+        .map(|raw| classify(raw.as_bytes()))
+        .filter(|c| c.cause == f.cause && c.upstream.as_deref().unwrap_or("") == f.upstream);
+    latest.unwrap_or_else(|| Classified {
         cause: f.cause,
         upstream: (!f.upstream.is_empty()).then(|| f.upstream.as_str().into()),
         ..Classified::none()
-    }
+    })
 }
 
 /// Sends findings to the link, each with the access logs' 502/504 counts of its upstream (or
