@@ -148,6 +148,65 @@ fn nginx_pointed_at_the_old_php_socket_is_the_wrong_target() {
         why.contains("/run/php/php7.4-fpm.sock") && why.contains("/run/php/php8.2-fpm.sock"),
         "{why}"
     );
+    // The fix is proposed as one edit of the site nginx read, against its current text.
+    let edit = &f["edit"];
+    assert_edit(
+        host,
+        edit,
+        "/etc/nginx/sites-enabled/default",
+        "fastcgi_pass",
+        (
+            "unix:/run/php/php7.4-fpm.sock",
+            "unix:/run/php/php8.2-fpm.sock",
+        ),
+    );
+    assert_eq!(
+        edit["block"],
+        serde_json::json!(["server[_]", "location[~ \\.php$]"])
+    );
+    assert_eq!(edit["block_outer"], serde_json::json!(["http"]));
+    let diff = edit["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("\n-        fastcgi_pass unix:/run/php/php7.4-fpm.sock;\n")
+            && diff.contains("\n+        fastcgi_pass unix:/run/php/php8.2-fpm.sock;\n"),
+        "{diff}"
+    );
+    assert_eq!(
+        diff.lines().filter(|l| l.starts_with('-')).count(),
+        2,
+        "{diff}"
+    );
+    assert_eq!(
+        diff.lines().filter(|l| l.starts_with('+')).count(),
+        2,
+        "{diff}"
+    );
+}
+
+/// A proposed edit (the finding's `edit`): its kind, file, directive and values, and the
+/// SHA-256 of the file as it is on the host now.
+#[track_caller]
+fn assert_edit(host: &Host, edit: &Value, file: &str, directive: &str, (old, new): (&str, &str)) {
+    assert!(edit.is_object(), "no edit proposed: {edit}");
+    let kind = if file.starts_with("/etc/php/") {
+        "php_fpm_pool"
+    } else {
+        "nginx"
+    };
+    assert_eq!(edit["kind"], kind, "{edit:#}");
+    assert_eq!(edit["file"], file, "{edit:#}");
+    assert_eq!(edit["directive"], directive, "{edit:#}");
+    assert_eq!(edit["old_value"], old, "{edit:#}");
+    if !new.is_empty() {
+        assert_eq!(edit["new_value"], new, "{edit:#}");
+    }
+    let sha = host.exec(&["sha256sum", file]).unwrap();
+    assert_eq!(
+        edit["file_sha256"].as_str(),
+        sha.split_whitespace().next(),
+        "{edit:#}"
+    );
+    assert!(!edit["why"].as_str().unwrap().is_empty(), "{edit:#}");
 }
 
 #[test]
@@ -236,6 +295,20 @@ fn a_php_script_slower_than_the_read_timeout_is_upstream_slow() {
     assert_diagnosed(f, "upstream_slow", "php8.2-fpm.service");
     let why = f["root_cause_detail"].as_str().unwrap();
     assert!(why.contains("fastcgi_read_timeout 1s"), "{why}");
+    // Raised on that location only (the line names the unnamed server of slow.conf), x1.5
+    // rounded up to whole seconds.
+    let edit = &f["edit"];
+    assert_edit(
+        host,
+        edit,
+        "/etc/nginx/conf.d/slow.conf",
+        "fastcgi_read_timeout",
+        ("1s", "2s"),
+    );
+    assert_eq!(
+        edit["block"],
+        serde_json::json!(["server", "location[~ \\.php$]"])
+    );
 }
 
 #[test]
@@ -268,5 +341,23 @@ fn php_fpm_at_max_children_is_capacity_exhausted() {
             .unwrap()
             .contains("pm.max_children = 1"),
         "{f:#}"
+    );
+    // The host has memory to spare for more children of the size measured: raised within the
+    // bound, and the reason gives the figures.
+    let edit = &f["edit"];
+    assert_edit(
+        host,
+        edit,
+        "/etc/php/8.2/fpm/pool.d/www.conf",
+        "pm.max_children",
+        ("1", ""),
+    );
+    let new: u32 = edit["new_value"].as_str().unwrap().parse().unwrap();
+    assert!((2..=256).contains(&new), "{edit:#}");
+    assert_eq!(edit["block"], serde_json::json!(["www"]));
+    let why = edit["why"].as_str().unwrap();
+    assert!(
+        why.contains("MemAvailable") && why.contains("each on average"),
+        "{why}"
     );
 }

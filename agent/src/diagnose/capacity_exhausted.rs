@@ -275,8 +275,13 @@ fn worker_connections(p: &Probes) -> Proposal {
         old: set,
         new: new.to_string(),
     };
+    let capped = if current.saturating_mul(2) > bound {
+        format!(", capped at the bound {bound}")
+    } else {
+        format!(" (bound {bound})")
+    };
     let why = format!(
-        "every one of the {current} worker_connections per worker ({from}) was in use: x2 = {new} (bound {bound}); \
+        "every one of the {current} worker_connections per worker ({from}) was in use: x2 = {new}{capped}; \
          each connection is a file descriptor, two when proxied, so the workers' open-files limit \
          (worker_rlimit_nofile, or the unit's LimitNOFILE) must allow {}",
         u64::from(new) * 2

@@ -193,8 +193,8 @@ pub(super) fn config(p: &Probes) -> Result<&NginxConfig, String> {
 }
 
 /// The pass nginx used for `line`: among the passes to its upstream (each directive once: a
-/// snippet included in several locations is one directive), the one in the line's server
-/// when that tells them apart.
+/// snippet included in several locations is one directive), the one in the line's server and
+/// the location its request path chose, as far as those tell them apart.
 pub(super) fn failing_pass<'n>(
     line: &Classified<'_>,
     n: &'n NginxConfig,
@@ -223,6 +223,17 @@ pub(super) fn failing_pass<'n>(
             passes = in_server;
         }
     }
+    if passes.len() > 1
+        && let Some((_, path)) = line
+            .request
+            .as_deref()
+            .and_then(|r| crate::detect::access::request_path(r.as_bytes()))
+    {
+        let chosen = by_location(passes.clone(), path);
+        if !chosen.is_empty() {
+            passes = chosen;
+        }
+    }
     match passes.as_slice() {
         [pass] => Ok(pass),
         [] => Err(format!(
@@ -237,6 +248,70 @@ pub(super) fn failing_pass<'n>(
                 .join(", ")
         )),
     }
+}
+
+/// How a location's match of a request path is known without evaluating a regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// `location = PATH` of this path.
+    Exact,
+    /// A prefix location of this length that the path starts with.
+    Prefix(usize),
+    /// A regex location (or none at all): it may match.
+    Maybe,
+    /// It does not match.
+    No,
+}
+
+fn location_match(location: Option<&str>, path: &str) -> Match {
+    let Some(location) = location else {
+        return Match::Maybe;
+    };
+    let (modifier, uri) = match location.split_once(' ') {
+        Some((m @ ("=" | "^~" | "~" | "~*"), uri)) => (m, uri),
+        _ => ("", location),
+    };
+    match modifier {
+        "=" if uri == path => Match::Exact,
+        "=" => Match::No,
+        "~" | "~*" => Match::Maybe,
+        _ if uri.starts_with('@') => Match::No,
+        _ if path.starts_with(uri) => Match::Prefix(uri.len()),
+        _ => Match::No,
+    }
+}
+
+/// The passes whose location nginx may have chosen for `path`, as far as that is known
+/// without evaluating regexes: an exact location wins; else, when no regex location could
+/// match, the longest prefix does.
+fn by_location<'n>(passes: Vec<&'n Pass>, path: &str) -> Vec<&'n Pass> {
+    let matched: Vec<(&Pass, Match)> = passes
+        .into_iter()
+        .map(|pass| (pass, location_match(pass.location.as_deref(), path)))
+        .filter(|(_, m)| *m != Match::No)
+        .collect();
+    if matched.iter().any(|(_, m)| *m == Match::Exact) {
+        return matched
+            .into_iter()
+            .filter(|(_, m)| *m == Match::Exact)
+            .map(|(pass, _)| pass)
+            .collect();
+    }
+    if matched.iter().any(|(_, m)| *m == Match::Maybe) {
+        return matched.into_iter().map(|(pass, _)| pass).collect();
+    }
+    let longest = matched
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Match::Prefix(len) => Some(*len),
+            _ => None,
+        })
+        .max();
+    matched
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Match::Prefix(len) if Some(*len) == longest))
+        .map(|(pass, _)| pass)
+        .collect()
 }
 
 /// The directive named `name` in effect at `at`: the innermost of those in the blocks around

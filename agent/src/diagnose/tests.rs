@@ -780,3 +780,6 @@ fn a_findings_requests_are_its_failed_paths_and_its_latest_get() {
     );
     assert!(paths.len() <= MAX_PATHS);
 }
+
+/// The configuration edits diagnosis proposes.
+mod edits;

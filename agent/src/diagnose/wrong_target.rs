@@ -22,8 +22,10 @@ struct Elsewhere {
     /// Where it listens, as the probe saw it (`0.0.0.0:3001`).
     listens: String,
     unit: Option<String>,
-    /// How it was found, for the humans: `pool `www` in FILE`.
+    /// How it was found, for the detail: `pool `www` in FILE`.
     how: String,
+    /// How it was found, as the proposed edit's reason.
+    why: String,
 }
 
 /// nginx's target and where the service listens instead, when that is what the probes show.
@@ -50,10 +52,17 @@ fn find(line: &Classified<'_>, p: &Probes) -> Option<(Target, Elsewhere)> {
                 })
             })?;
             let at = Target::Unix(PathBuf::from(serving.socket_path()?));
+            let unit = serving.unit();
             Elsewhere {
+                why: format!(
+                    "{} runs the php-fpm pool `{}` ({}), which listens at {at}, a socket that is there; nothing serves {target}",
+                    unit.as_deref().unwrap_or("php-fpm"),
+                    serving.name,
+                    serving.file.display()
+                ),
                 listens: at.to_string(),
                 at,
-                unit: serving.unit(),
+                unit,
                 how: format!("pool `{}` in {}", serving.name, serving.file.display()),
             }
         }
@@ -71,8 +80,9 @@ fn find(line: &Classified<'_>, p: &Probes) -> Option<(Target, Elsewhere)> {
                 at: tcp_target(host, listener.addr),
                 listens: listener.addr.to_string(),
                 unit: Some(unit.clone()),
-                how: format!(
-                    "the agent config maps {upstream} to {unit}; its process holds the listening socket {}",
+                how: format!("the agent config maps {upstream} to it"),
+                why: format!(
+                    "the agent config maps {upstream} to {unit}, and {unit}'s process listens at {} (/proc/net/tcp); nothing listens at {upstream}",
                     listener.addr
                 ),
             }
@@ -131,14 +141,7 @@ pub(super) fn propose(line: &Classified<'_>, p: &Probes) -> Proposal {
         old: Some(pass.raw.clone()),
         new,
     };
-    let why = format!(
-        "{} listens at {} (found by {}); nothing serves {}",
-        elsewhere.unit.as_deref().unwrap_or("the service"),
-        elsewhere.listens,
-        elsewhere.how,
-        pass.target
-    );
-    propose::nginx(p, &edit, why)
+    propose::nginx(p, &edit, elsewhere.why)
 }
 
 /// Where nginx should connect to reach a listener on `addr`, as close to what the pass wrote
