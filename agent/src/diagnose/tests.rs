@@ -165,9 +165,22 @@ fn a_missing_socket_with_php_fpm_failed_is_service_down_on_its_unit() {
     );
 }
 
+/// A healthy host whose nginx also passes `location` to `target` (`pass` is `fastcgi_pass` or
+/// `proxy_pass`).
+fn pointing_at(pass: &str, location: &str, target: &str) -> Probes {
+    let mut p = healthy_host();
+    p.nginx = Some(crate::probe::nginx::parse(&format!(
+        "# configuration file /etc/nginx/nginx.conf:\nuser www-data;\nevents {{ worker_connections 768; }}\n\
+         http {{ server {{ listen 80; server_name _; location ~ \\.php$ {{ fastcgi_pass unix:/run/php/php8.2-fpm.sock; }} \
+         location {location} {{ {pass} {target}; }} }} }}\n",
+    )));
+    p
+}
+
 #[test]
 fn a_socket_nobody_serves_while_php_fpm_listens_elsewhere_is_the_wrong_target() {
-    let d = diagnose(&line(MISSING_74), &healthy_host()).unwrap();
+    let p = pointing_at("fastcgi_pass", "/old", "unix:/run/php/php7.4-fpm.sock");
+    let d = diagnose(&line(MISSING_74), &p).unwrap();
     assert_eq!(d.root_cause, RootCause::WrongTarget);
     assert!(
         d.detail.contains("/run/php/php7.4-fpm.sock"),
@@ -184,9 +197,20 @@ fn a_socket_nobody_serves_while_php_fpm_listens_elsewhere_is_the_wrong_target() 
         healthy(
             Cause::UpstreamSocketMissing,
             "unix:/run/php/php7.4-fpm.sock",
-            &healthy_host()
+            &p
         ),
         Some(false)
+    );
+    // Once nginx's configuration no longer points there (the pass was edited), the probes no
+    // longer show the fault, though nothing will ever serve the old socket: the access log
+    // and the active probe say when it works again.
+    assert_eq!(
+        healthy(
+            Cause::UpstreamSocketMissing,
+            "unix:/run/php/php7.4-fpm.sock",
+            &healthy_host()
+        ),
+        None
     );
 }
 
@@ -231,8 +255,9 @@ fn a_refused_port_is_traced_to_the_unit_last_seen_listening_there() {
     assert_eq!(d.unit.as_deref(), Some("backend.service"));
     assert!(d.detail.contains("last listener"), "{}", d.detail);
 
-    // The live listener wins, and a unit that is up but not on that port is "not listening".
-    let mut p = healthy_host();
+    // The live listener wins, and a unit that is up but not on that port, while nginx points
+    // at that port, is the wrong target.
+    let mut p = pointing_at("proxy_pass", "/app", "http://127.0.0.1:3000");
     p.units_map
         .insert("127.0.0.1:3000".into(), "backend.service".into());
     p.units.insert(

@@ -38,6 +38,14 @@ fn find(line: &Classified<'_>, p: &Probes) -> Option<(Target, Elsewhere)> {
     }
     let upstream = line.upstream.as_deref()?;
     let target = Target::from_log(upstream)?;
+    // nginx's configuration no longer pointing there is the fault mended (the pass was
+    // edited), even though nothing will ever serve the old address.
+    if p.nginx
+        .as_ref()
+        .is_some_and(|n| n.passes_to(upstream).is_empty())
+    {
+        return None;
+    }
     let elsewhere = match &target {
         Target::Unix(path) => {
             if pool_at(&p.pools, path).is_some() || p.units_map.contains_key(upstream) {
