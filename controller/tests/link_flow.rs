@@ -198,7 +198,7 @@ async fn with_ack_when_decided_a_finding_stays_in_the_outbox_until_its_decision_
     let (tx, rx) = mpsc::channel(100);
     tokio::spawn(link.run(rx));
     tx.send(finding("web1/f1", 1)).await.unwrap();
-    tx.send(finding("f2", 1)).await.unwrap();
+    tx.send(finding("web1/f2", 1)).await.unwrap();
     // Online, then the two findings, numbered in queue order.
     let mut seqs = Vec::new();
     while seqs.len() < 3 {
@@ -274,7 +274,7 @@ async fn an_unknown_cause_or_another_hosts_finding_is_acked_as_refused() {
     let ctl = controller(Limits::default()).await;
     let mut unknown = finding("web1/f1", 1);
     unknown.cause = 999;
-    let mut foreign = finding("f2", 1);
+    let mut foreign = finding("web1/f2", 1);
     foreign.host = "web2".into();
     let (_tx, response) =
         raw_stream(ctl.addr, vec![hello("web1"), wrap(unknown), wrap(foreign)]).await;
