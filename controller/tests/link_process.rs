@@ -153,7 +153,7 @@ async fn every_finding_arrives_exactly_once_across_a_controller_kill_9() {
     let producer = tokio::spawn(async move {
         for i in 0..TOTAL {
             let finding = Finding {
-                id: format!("f{}", i % 40),
+                id: format!("web1/f{}", i % 40),
                 revision: i / 40 + 1,
                 host: "web1".into(),
                 cause: Cause::UpstreamRefused as i32,
