@@ -149,7 +149,7 @@ proptest! {
                     }
                 }
                 Op::ChainEnded(ok) => {
-                    incident.chain_ended("chain", ok);
+                    incident.chain_ended("chain", ok, now);
                     if !ok && incident.paged.is_none() {
                         // A failed chain escalates.
                         pages.first += 1;

@@ -71,7 +71,7 @@ async fn what_one_commits_the_other_reads(url: &str) {
     assert!(b.is_busy("web-1"), "b sees a's in-flight action");
     assert_eq!(b.busy_hosts(), 1);
     assert_eq!(b.last_acted("web-1", "restart"), Some(10));
-    assert_eq!(b.attempts("web-1", Cause::UpstreamRefused, 20).0, 1);
+    assert_eq!(b.attempts("web-1", "restart", 20).0, 1);
     assert_eq!(b.host("web-1").unwrap().controller, "c1");
     assert_eq!(b.online_hosts(), 1);
     assert_eq!(b.data().controllers.get("c1"), Some(&10));

@@ -172,6 +172,9 @@ pub struct Incident {
     /// `last_seen`): lines seen before that were logged before the fix.
     #[serde(default)]
     pub mended_at: Option<UnixMs>,
+    /// When it started recovering, by the controller's clock.
+    #[serde(default)]
+    pub recovering_since: Option<UnixMs>,
 }
 
 /// What a finding's incident is keyed by: its upstream, else its unit, else its cause.
@@ -205,6 +208,12 @@ pub const SHORT_COOLDOWN_MS: i64 = 30_000;
 /// failing finding every few seconds) before the incident counts as unhandled.
 pub const RETRY_GRACE_MS: i64 = 30_000;
 
+/// How long after an incident opens with a root cause diagnosis could not establish, or after
+/// its action was verified, a decision to ask or page waits for the next revision: the agent's
+/// probes may still show the moment before the fault (or before the service finished
+/// starting), and a second later the same finding says what really happened.
+pub const SETTLE_MS: i64 = 5_000;
+
 /// A stage change to audit: (from, to).
 pub type Change = Option<(Stage, Stage)>;
 
@@ -226,6 +235,7 @@ impl Incident {
             hold: None,
             paged: None,
             mended_at: None,
+            recovering_since: None,
         }
     }
 
@@ -314,15 +324,60 @@ impl Incident {
 
     /// Its chain ended: succeeded (recovering, until the agent sees the site work) or not
     /// (the caller pages).
-    pub fn chain_ended(&mut self, chain: &str, succeeded: bool) -> Change {
+    pub fn chain_ended(&mut self, chain: &str, succeeded: bool, now: UnixMs) -> Change {
         if self.chain.as_deref() != Some(chain) {
             return None;
         }
         self.chain = None;
         if succeeded && self.is_open() {
+            self.recovering_since = Some(now);
             return self.to(Stage::Recovering);
         }
         None
+    }
+
+    /// Why a decision of `outcome` about `f` (a request for approval, a page, no policy, a dry
+    /// run) waits for the finding's next revision instead ([`SETTLE_MS`]): the incident just
+    /// opened and diagnosis does not know the root cause yet, or its action was just verified
+    /// and the service may still be starting. `None`: decide now.
+    pub fn settling(&self, f: &Finding, outcome: &Outcome, now: UnixMs) -> Option<String> {
+        let asks_or_pages = matches!(
+            outcome,
+            Outcome::AwaitApproval
+                | Outcome::Escalate {
+                    why: super::Why::Policy
+                }
+                | Outcome::NoPolicy
+                | Outcome::DryRun
+        );
+        if !asks_or_pages || self.paged.is_some() {
+            return None;
+        }
+        if f.root_cause == RootCause::Unknown && now.saturating_sub(self.opened_at) < SETTLE_MS {
+            return Some(
+                "the root cause is not known yet (the probes may still show the moment before \
+                 the fault); decided again at the finding's next revision"
+                    .to_owned(),
+            );
+        }
+        if self.stage == Stage::Recovering
+            && self
+                .recovering_since
+                .is_some_and(|r| now.saturating_sub(r) < SETTLE_MS)
+        {
+            return Some(
+                "its action was just verified and the service may still be starting; decided \
+                 again at the finding's next revision"
+                    .to_owned(),
+            );
+        }
+        None
+    }
+
+    /// Waits for the finding's next revision (settling): handled until then, and a little
+    /// after, as a short cooldown is.
+    pub fn settle(&mut self, now: UnixMs) {
+        self.retry_by = Some(now.saturating_add(SETTLE_MS).saturating_add(RETRY_GRACE_MS));
     }
 
     /// An approval was requested for it.
@@ -531,7 +586,7 @@ mod tests {
         let mut i = Incident::open(&f, 0);
         i.acting("chain");
         i.action_succeeded(5_000);
-        i.chain_ended("chain", true);
+        i.chain_ended("chain", true, 5_000);
         assert_eq!(i.stage, Stage::Recovering);
         let cooldown = Outcome::Held {
             guard: Guard::Cooldown,
@@ -565,6 +620,28 @@ mod tests {
         };
         long.held(Guard::Cooldown, Some(300_000), 1_000);
         assert!(page_for(&long, &hold, 0, 1_000).is_some());
+    }
+
+    #[test]
+    fn an_unknown_root_cause_or_a_fresh_recovery_settles_before_asking_or_paging() {
+        let mut f = finding("web1/a#1", "unix:/run/php/php8.2-fpm.sock");
+        f.root_cause = RootCause::Unknown;
+        let mut i = Incident::open(&f, 1_000);
+        let page = Outcome::Escalate { why: Why::Policy };
+        assert!(i.settling(&f, &page, 2_000).is_some());
+        assert!(i.settling(&f, &Outcome::Execute, 2_000).is_none());
+        assert!(
+            i.settling(&f, &page, 6_000).is_none(),
+            "settled long enough"
+        );
+        f.root_cause = RootCause::ServiceDown;
+        assert!(i.settling(&f, &page, 2_000).is_none());
+        i.acting("chain");
+        i.chain_ended("chain", true, 10_000);
+        assert!(i.settling(&f, &Outcome::AwaitApproval, 12_000).is_some());
+        assert!(i.settling(&f, &Outcome::AwaitApproval, 15_000).is_none());
+        i.settle(12_000);
+        assert_eq!(i.handled(12_000), Some(Handler::Retry(47_000)));
     }
 
     #[test]

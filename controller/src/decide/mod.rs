@@ -603,7 +603,7 @@ fn verdicts(p: &Policy, f: &Finding, state: &FleetState, now: UnixMs) -> Verdict
     let attempts = if escalate_only {
         AttemptsVerdict::NotApplicable
     } else {
-        let (attempts, escalated) = state.attempts(&f.host, f.cause, now);
+        let (attempts, escalated) = state.attempts(&f.host, &p.name, now);
         if attempts >= g.max_attempts {
             AttemptsVerdict::Exhausted {
                 attempts,
@@ -737,7 +737,7 @@ pub fn apply(state: &mut FleetState, decision: &Decision<'_>, f: &Finding, now: 
         } => state.record_storm(f.cause, false, now),
         Outcome::Escalate {
             why: Why::AttemptsExhausted { .. },
-        } => state.record_attempts_escalated(&f.host, f.cause),
+        } => state.record_attempts_escalated(&f.host, &policy.name),
         Outcome::Held { .. } | Outcome::NoPolicy | Outcome::Resolved => {}
     }
 }

@@ -76,12 +76,17 @@ pub struct Acted {
     pub at: UnixMs,
 }
 
-/// Attempts to mend one cause on one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Attempts of one policy on one host: the restarts of a service that keeps dying count
+/// together whichever cause its lines showed each time (refused, reset, socket missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attempts {
-    /// The cause.
+    /// The cause of the latest attempt.
     pub cause: Cause,
+    /// The policy; empty in a state written before attempts were counted per policy (such an
+    /// entry counts for nothing and is replaced at the next attempt).
+    #[serde(default)]
+    pub policy: String,
     /// Actions dispatched since the last reset.
     pub count: u32,
     /// The latest dispatch.
@@ -243,11 +248,11 @@ impl FleetState {
 
     /// Attempts on `host` for `cause` that still count at `now`, and whether their exhaustion
     /// was escalated. They stop counting once the host has been healthy for the window.
-    pub fn attempts(&self, host: &str, cause: Cause, now: UnixMs) -> (u32, bool) {
+    pub fn attempts(&self, host: &str, policy: &str, now: UnixMs) -> (u32, bool) {
         let Some(host) = self.data.hosts.get(host) else {
             return (0, false);
         };
-        match host.attempts.iter().find(|a| a.cause == cause) {
+        match host.attempts.iter().find(|a| a.policy == policy) {
             Some(a) if !attempts_reset(a, host.healthy_since, now) => (a.count, a.escalated),
             _ => (0, false),
         }
@@ -390,13 +395,13 @@ impl FleetState {
     }
 
     /// The exhausted attempts of `cause` on `host` were escalated.
-    pub fn record_attempts_escalated(&mut self, host: &str, cause: Cause) {
+    pub fn record_attempts_escalated(&mut self, host: &str, policy: &str) {
         self.changes.hosts.insert(host.to_owned());
         if let Some(a) = self
             .data
             .hosts
             .get_mut(host)
-            .and_then(|h| h.attempts.iter_mut().find(|a| a.cause == cause))
+            .and_then(|h| h.attempts.iter_mut().find(|a| a.policy == policy))
         {
             a.escalated = true;
         }
@@ -415,10 +420,11 @@ impl FleetState {
         self.changes.in_flight = true;
         let host = self.data.hosts.entry(action.host.clone()).or_default();
         let healthy_since = host.healthy_since;
-        match host.attempts.iter_mut().find(|a| a.cause == action.cause) {
+        match host.attempts.iter_mut().find(|a| a.policy == action.policy) {
             Some(a) if attempts_reset(a, healthy_since, now) => {
                 *a = Attempts {
                     cause: action.cause,
+                    policy: action.policy.clone(),
                     count: 1,
                     last: now,
                     window_ms,
@@ -426,12 +432,14 @@ impl FleetState {
                 };
             }
             Some(a) => {
+                a.cause = action.cause;
                 a.count = a.count.saturating_add(1);
                 a.last = now;
                 a.window_ms = window_ms;
             }
             None => host.attempts.push(Attempts {
                 cause: action.cause,
+                policy: action.policy.clone(),
                 count: 1,
                 last: now,
                 window_ms,

@@ -396,12 +396,12 @@ fn exhausted_attempts_escalate_once_then_hold_and_reset_after_a_healthy_window()
     // Healthy for the whole window: they reset.
     state.record_finding(&resolved, now, "");
     now += 60 * MIN;
-    assert_eq!(state.attempts("web-1", f.cause, now), (0, false));
+    assert_eq!(state.attempts("web-1", "p", now), (0, false));
     assert_eq!(
         step(&set, &mut state, &f, now, Options::default()).outcome,
         Outcome::Execute
     );
-    assert_eq!(state.attempts("web-1", f.cause, now), (1, false));
+    assert_eq!(state.attempts("web-1", "p", now), (1, false));
 }
 
 #[test]

@@ -154,7 +154,7 @@ impl Dispatcher {
     async fn failed(&mut self, chain: Chain, why: String, now: UnixMs) {
         let f = &chain.finding;
         let max = chain.policy.guards.max_attempts;
-        let (attempts, _) = self.state.attempts(&f.host, f.cause, now);
+        let (attempts, _) = self.state.attempts(&f.host, &chain.policy.name, now);
         if attempts < max {
             self.state.record_finished(&chain.id);
             let note = format!(
@@ -173,7 +173,8 @@ impl Dispatcher {
             self.persist();
             return;
         }
-        self.state.record_attempts_escalated(&f.host, f.cause);
+        self.state
+            .record_attempts_escalated(&f.host, &chain.policy.name);
         let why = format!("{why}; {attempts} attempts (max_attempts {max}) did not mend it");
         self.give_up(chain, why, now).await;
     }
@@ -324,7 +325,7 @@ impl Dispatcher {
         let change = self
             .state
             .incident_mut(host, &incident)
-            .and_then(|open| open.chain_ended(&chain.id, succeeded));
+            .and_then(|open| open.chain_ended(&chain.id, succeeded, now));
         self.audit_change(host, &incident, change, why, now);
     }
 }

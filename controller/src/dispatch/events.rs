@@ -71,6 +71,30 @@ impl Dispatcher {
         }
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
+        let settling = self
+            .state
+            .incident(&f.host, &incident_id)
+            .and_then(|open| open.settling(&f, &decision.outcome, now));
+        if let Some(why) = settling {
+            // Nothing is decided yet: no cooldown starts, nobody is asked or paged.
+            tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, decision = decision.outcome.id(), why = %why, "Settling before deciding.");
+            if let Some(open) = self.state.incident_mut(&f.host, &incident_id) {
+                open.settle(now);
+            }
+            self.audit(
+                record(Kind::Incident, now)
+                    .host(&f.host)
+                    .incident(&incident_id)
+                    .body(serde_json::json!({
+                        "finding": f.id,
+                        "revision": f.revision,
+                        "would_decide": decision.outcome.id(),
+                        "root_cause": f.root_cause.to_string(),
+                        "why": why,
+                    })),
+            );
+            return;
+        }
         decide::apply(&mut self.state, &decision, &f, now);
         log(&f, &decision);
         self.stats.decision(&decision.outcome);

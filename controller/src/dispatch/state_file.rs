@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(loaded.data().in_flight.len(), 1);
         assert_eq!(loaded.data().in_flight["a1"].chain, Some(chain));
         assert_eq!(loaded.last_acted("web1", "restart"), Some(10));
-        assert_eq!(loaded.attempts("web1", Cause::UpstreamRefused, 20).0, 2);
+        assert_eq!(loaded.attempts("web1", "restart", 20).0, 2);
         assert_eq!(loaded.online_hosts(), 0);
         assert_eq!(loaded.host("web1").unwrap().controller, "");
         std::fs::write(&path, b"{ not json").unwrap();
