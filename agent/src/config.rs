@@ -11,6 +11,8 @@ use std::time::Duration;
 use gatemend_proto::ActionKind;
 use serde::Deserialize;
 
+use crate::edit::{EditableDirective, PoolKey, value};
+
 /// The whole agent config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +119,211 @@ pub struct ActionsConfig {
     /// What fix_socket_ownership may set besides the pool's own values.
     #[serde(default)]
     pub socket_ownership: SocketOwnershipConfig,
+    /// What edit_config may change: which directives, in which files, up to which values.
+    #[serde(default)]
+    pub edits: EditsConfig,
+}
+
+/// edit_config's allow-list and bounds. The request names a directive of the editor's closed
+/// set; this host says which of them it lets the controller change, in which files (the
+/// file's canonical path must match, links resolved), where a pass may point, and how far a
+/// value may go. A request outside any of them is refused before the file is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditsConfig {
+    /// nginx directives and php-fpm pool keys that may be edited (names as in the files:
+    /// `fastcgi_pass`, `pm.max_children`); default: all of the closed set.
+    #[serde(default = "default_edit_directives")]
+    pub directives: Vec<EditName>,
+    /// Globs of the nginx files that may be edited (`**` crosses `/`, `*` does not); the
+    /// file's path and its canonical path must both match.
+    #[serde(default = "default_edit_nginx_paths")]
+    pub nginx_paths: Vec<String>,
+    /// Globs of the php-fpm pool files that may be edited.
+    #[serde(default = "default_edit_pool_paths")]
+    pub pool_paths: Vec<String>,
+    /// Where `fastcgi_pass` / `proxy_pass` may point: patterns of the address (`unix:PATH`,
+    /// `HOST:PORT`, `[V6]:PORT`, an upstream block's name; `*` matches any run of characters
+    /// but `/`). The default keeps passes on this host.
+    #[serde(default = "default_edit_targets")]
+    pub targets: Vec<String>,
+    /// The longest `*_timeout` an edit may set (an nginx time: `300s`, `5m`).
+    #[serde(default = "default_edit_max_timeout")]
+    pub max_timeout: ConfigTime,
+    /// The largest `*_buffer_size`, and each buffer of `*_buffers` (an nginx size: `1m`).
+    #[serde(default = "default_edit_max_buffer")]
+    pub max_buffer: ConfigSize,
+    /// The most buffers a `*_buffers` may name.
+    #[serde(default = "default_edit_max_buffers")]
+    pub max_buffers: u32,
+    /// The most `pm.max_children`.
+    #[serde(default = "default_edit_max_children")]
+    pub max_children: u32,
+    /// The most `worker_connections`.
+    #[serde(default = "default_edit_max_worker_connections")]
+    pub max_worker_connections: u32,
+    /// The most `worker_rlimit_nofile`.
+    #[serde(default = "default_edit_max_worker_rlimit_nofile")]
+    pub max_worker_rlimit_nofile: u32,
+}
+
+impl Default for EditsConfig {
+    fn default() -> Self {
+        Self {
+            directives: default_edit_directives(),
+            nginx_paths: default_edit_nginx_paths(),
+            pool_paths: default_edit_pool_paths(),
+            targets: default_edit_targets(),
+            max_timeout: default_edit_max_timeout(),
+            max_buffer: default_edit_max_buffer(),
+            max_buffers: default_edit_max_buffers(),
+            max_children: default_edit_max_children(),
+            max_worker_connections: default_edit_max_worker_connections(),
+            max_worker_rlimit_nofile: default_edit_max_worker_rlimit_nofile(),
+        }
+    }
+}
+
+/// One name of the editor's closed sets: an nginx directive or a php-fpm pool key, written
+/// as in the files. Any other name is an error at its line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditName {
+    Nginx(EditableDirective),
+    Pool(PoolKey),
+}
+
+impl EditName {
+    /// The name of `text`, if it is one of the closed sets.
+    pub fn from_name(text: &str) -> Option<Self> {
+        EditableDirective::from_name(text)
+            .map(EditName::Nginx)
+            .or_else(|| {
+                PoolKey::ALL
+                    .into_iter()
+                    .find(|k| k.name() == text)
+                    .map(EditName::Pool)
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EditName::Nginx(d) => d.name(),
+            EditName::Pool(k) => k.name(),
+        }
+    }
+
+    /// The kind of value it takes.
+    pub fn value_kind(self) -> value::ValueKind {
+        match self {
+            EditName::Nginx(d) => d.value_kind(),
+            EditName::Pool(k) => k.value_kind(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EditName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        EditName::from_name(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an editable directive or pool key, expected one of: {}",
+                gatemend_proto::EDITABLE_DIRECTIVES.join(", ")
+            ))
+        })
+    }
+}
+
+/// An nginx time in the config (`300s`, `5m`; a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigTime(pub Duration);
+
+/// An nginx size in the config (`64k`, `1m`; a bare number is bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigSize(pub u64);
+
+/// A YAML string or number read as text, so `300` and `300s` both reach the nginx parsers.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an nginx time or size (300s, 1m, 64k)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    deserializer.deserialize_any(Text)
+}
+
+impl<'de> Deserialize<'de> for ConfigTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = scalar_text(deserializer)?;
+        value::time(&text).map(ConfigTime).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an nginx time above 0 (300s, 5m, 1m30s)"
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = scalar_text(deserializer)?;
+        value::size(&text).map(ConfigSize).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not an nginx size above 0 (64k, 1m, 4096)"
+            ))
+        })
+    }
+}
+
+fn default_edit_directives() -> Vec<EditName> {
+    EditableDirective::ALL
+        .into_iter()
+        .map(EditName::Nginx)
+        .chain(PoolKey::ALL.into_iter().map(EditName::Pool))
+        .collect()
+}
+fn default_edit_nginx_paths() -> Vec<String> {
+    vec!["/etc/nginx/**".to_owned()]
+}
+fn default_edit_pool_paths() -> Vec<String> {
+    vec!["/etc/php/*/fpm/pool.d/*.conf".to_owned()]
+}
+fn default_edit_targets() -> Vec<String> {
+    [
+        "unix:/run/php/*.sock",
+        "127.0.0.1:*",
+        "[::1]:*",
+        "localhost:*",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+fn default_edit_max_timeout() -> ConfigTime {
+    ConfigTime(Duration::from_secs(300))
+}
+fn default_edit_max_buffer() -> ConfigSize {
+    ConfigSize(1 << 20)
+}
+fn default_edit_max_buffers() -> u32 {
+    64
+}
+fn default_edit_max_children() -> u32 {
+    256
+}
+fn default_edit_max_worker_connections() -> u32 {
+    65_536
+}
+fn default_edit_max_worker_rlimit_nofile() -> u32 {
+    131_072
 }
 
 /// fix_socket_ownership sets a socket to its pool's `listen.owner`, `listen.group` and
@@ -182,6 +389,7 @@ impl Default for ActionsConfig {
             max_deadline_ms: default_max_deadline_ms(),
             default_verify_timeout_ms: default_verify_timeout_ms(),
             socket_ownership: SocketOwnershipConfig::default(),
+            edits: EditsConfig::default(),
         }
     }
 }
@@ -465,6 +673,48 @@ fn validate_actions(actions: &ActionsConfig) -> Vec<String> {
     if actions.worker_user.is_empty() {
         problems.push("actions.worker_user: must name a user".into());
     }
+    problems.extend(validate_edits(&actions.edits));
+    problems
+}
+
+/// Every problem of `actions.edits`: path globs that do not compile or are not absolute,
+/// empty target patterns, zero bounds.
+fn validate_edits(edits: &EditsConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (field, globs) in [
+        ("nginx_paths", &edits.nginx_paths),
+        ("pool_paths", &edits.pool_paths),
+    ] {
+        for (i, glob) in globs.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(glob) {
+                problems.push(format!(
+                    "actions.edits.{field}[{i}]: `{glob}` is not a glob: {e}"
+                ));
+            }
+            if !glob.starts_with('/') || glob.split('/').any(|part| part == "..") {
+                problems.push(format!(
+                    "actions.edits.{field}[{i}]: `{glob}` must be an absolute path without `..`"
+                ));
+            }
+        }
+    }
+    for (i, target) in edits.targets.iter().enumerate() {
+        if target.trim().is_empty() || target.chars().any(char::is_whitespace) {
+            problems.push(format!(
+                "actions.edits.targets[{i}]: `{target}` is not an address pattern"
+            ));
+        }
+    }
+    for (field, bound) in [
+        ("max_buffers", edits.max_buffers),
+        ("max_children", edits.max_children),
+        ("max_worker_connections", edits.max_worker_connections),
+        ("max_worker_rlimit_nofile", edits.max_worker_rlimit_nofile),
+    ] {
+        if bound == 0 {
+            problems.push(format!("actions.edits.{field}: must be at least 1"));
+        }
+    }
     problems
 }
 
@@ -531,6 +781,56 @@ mod tests {
             err.contains(
                 "actions.max_deadline_ms: must be at least default_deadline_ms (90000), got 30000"
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn edit_allow_lists_name_the_closed_set_and_their_bounds_are_nginx_values() {
+        let yaml = |edits: &str| {
+            format!(
+                "host: web1\ncontroller:\n  endpoints: [\"http://127.0.0.1:7443\"]\n  insecure: true\n\
+                 outbox: {{dir: /tmp/o}}\nstate_dir: /tmp/s\nactions:\n  edits:\n{edits}"
+            )
+        };
+        let (_dir, path) = write(&yaml(
+            "    directives: [fastcgi_pass, pm.max_children]\n    max_timeout: 2m\n    max_buffer: 64k\n",
+        ));
+        let edits = load(&path).unwrap().actions.edits;
+        assert_eq!(
+            edits.directives,
+            [
+                EditName::Nginx(EditableDirective::FastcgiPass),
+                EditName::Pool(PoolKey::MaxChildren)
+            ]
+        );
+        assert_eq!(edits.max_timeout, ConfigTime(Duration::from_secs(120)));
+        assert_eq!(edits.max_buffer, ConfigSize(64 * 1024));
+        assert_eq!(edits.max_children, 256, "a default");
+        let (_dir, path) = write(&yaml("    directives: [fastcgi_pass, include]\n"));
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.yaml:9:")
+                && err.contains("`include` is not an editable directive"),
+            "{err}"
+        );
+        let (_dir, path) = write(&yaml("    max_timeout: forever\n"));
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.yaml:9:") && err.contains("`forever` is not an nginx time"),
+            "{err}"
+        );
+        let (_dir, path) = write(&yaml(
+            "    nginx_paths: [\"etc/nginx/**\", \"/etc/nginx/../shadow\"]\n    max_children: 0\n",
+        ));
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("actions.edits.nginx_paths[0]: `etc/nginx/**` must be an absolute path"),
+            "{err}"
+        );
+        assert!(err.contains("actions.edits.nginx_paths[1]"), "{err}");
+        assert!(
+            err.contains("actions.edits.max_children: must be at least 1"),
             "{err}"
         );
     }

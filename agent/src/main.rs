@@ -32,7 +32,7 @@ enum Command {
     /// Run one of this host's own actions now, as the controller would ask, and print its
     /// outcome as JSON. Exit 0 succeeded (or planned, with --dry-run), 1 failed, refused or
     /// timed out, 2 an error of the command itself.
-    Act(gatemend_agent::act::ActArgs),
+    Act(Box<gatemend_agent::act::ActArgs>),
     /// Follow log files and classify each new line: one JSON object per line on stdout.
     ///
     /// Each object is the `classify` output with the file's "path" added. Rotation (rename or
@@ -167,6 +167,8 @@ fn run(cli: Cli, utc_offset_secs: i64) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = gatemend_agent::config::load(&config)?;
             let runtime = tokio::runtime::Runtime::new()?;
+            // Before the link: an edit a killed agent left half-done is finished first.
+            runtime.block_on(recover_edits(&config.state_dir));
             runtime.block_on(gatemend_agent::pipeline::run(&config, utc_offset_secs))?;
             Ok(())
         }
@@ -266,6 +268,11 @@ fn act(args: &gatemend_agent::act::ActArgs) -> ExitCode {
                 .unwrap_or_default()
                 .as_millis()
         );
+        // An edit a killed agent left half-done is finished before anything else runs (a dry
+        // run changes nothing, not even that).
+        if !args.dry_run {
+            runtime.block_on(recover_edits(&config.state_dir));
+        }
         let actions = Actions::new(Settings::from_config(&config));
         let started = std::time::Instant::now();
         let outcome = runtime.block_on(actions.run_request(args.request(id)));
@@ -283,6 +290,13 @@ fn act(args: &gatemend_agent::act::ActArgs) -> ExitCode {
             eprintln!("gatemend-agent: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Finishes the edits a previous agent process left in the journal, and logs what was done.
+async fn recover_edits(state_dir: &std::path::Path) {
+    for line in gatemend_agent::act::edit_config::recover(state_dir).await {
+        tracing::warn!(recovery = %line, "Finished an edit a previous agent process left in its journal.");
     }
 }
 

@@ -1,19 +1,29 @@
 //! The pure stages of the actions: the allow-list (`admit`), the plans, the lock keys and the
-//! small parsers they use. No host is touched; behaviour against systemd, nginx and php-fpm is
+//! small parsers they use; edit_config's refusals (closed set, allow-list, paths, bounds,
+//! targets, stale files, approved diffs) and its plan. No host is touched; behaviour against systemd, nginx and php-fpm is
 //! tested on the testbed (tests/tests/act_*.rs).
+
+// Test helpers panic on what a test did not expect.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use gatemend_agent::act::journal::FileOwner;
 use gatemend_agent::act::{
     self, Facts, Plan, ReloadVia, Settings, Upstream, admit, lock_key, matches_any, parse_listen,
 };
-use gatemend_agent::config::ActionsConfig;
+use gatemend_agent::act::{EditFacts, FileFacts, NginxFacts};
+use gatemend_agent::config::{ActionsConfig, EditName};
+use gatemend_agent::edit::{
+    EditableDirective, NginxEdit, PoolEdit, PoolKey, apply_edit, apply_pool_edit, sha256_hex,
+};
+use gatemend_agent::probe::nginx::{BlockPath, BlockStep};
 use gatemend_agent::probe::php_fpm::parse_pools;
 use gatemend_agent::probe::socket::{Identity, SocketInfo};
 use gatemend_agent::probe::systemd::UnitState;
-use gatemend_proto::ActionKind;
-use gatemend_proto::v1::ActionRequest;
+use gatemend_proto::v1::{ActionRequest, ConfigEdit};
+use gatemend_proto::{ActionKind, ConfigKind};
 
 const WWW_POOL: &str = "[www]\nuser = www-data\ngroup = www-data\n\
     listen = /run/php/php8.2-fpm.sock\nlisten.owner = www-data\nlisten.group = www-data\n";
@@ -23,6 +33,7 @@ fn settings() -> Settings {
         allowed: ActionKind::ALL.to_vec(),
         actions: ActionsConfig::default(),
         root: PathBuf::from("/"),
+        state_dir: PathBuf::from("/var/lib/gatemend/state"),
     }
 }
 
@@ -693,4 +704,523 @@ fn a_deadline_is_the_requests_or_the_default_and_never_above_the_maximum() {
     );
     let d = s.deadline(&with(600_001));
     assert_eq!(d.duration.as_millis(), 600_000);
+}
+
+// ---- edit_config ----------------------------------------------------------------------------
+
+const SITE: &str = "/etc/nginx/sites-enabled/default";
+const SITE_REAL: &str = "/etc/nginx/sites-available/default";
+const POOL_FILE: &str = "/etc/php/8.2/fpm/pool.d/www.conf";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The testbed's `nginx -T` (Debian's layout, the site pointing at php8.2's socket) with the
+/// site pointed at php7.4's instead: the demo's wrong socket.
+fn nginx_dump() -> String {
+    fixture("nginx/debian_default.txt").replace(
+        "fastcgi_pass unix:/run/php/php8.2-fpm.sock;",
+        "fastcgi_pass unix:/run/php/php7.4-fpm.sock;",
+    )
+}
+
+fn site_text() -> String {
+    let dump = nginx_dump();
+    gatemend_agent::probe::nginx::files(&dump)
+        .into_iter()
+        .find(|(path, _)| path == Path::new(SITE))
+        .map(|(_, text)| text.to_owned())
+        .unwrap()
+}
+
+/// The edit diagnosis proposes for the wrong socket, computed with the editor.
+fn socket_edit(new: &str) -> ConfigEdit {
+    let text = site_text();
+    let typed = NginxEdit {
+        file: SITE.into(),
+        block_path: BlockPath {
+            outer: vec![BlockStep::new("http", &[], [])],
+            inner: vec![
+                BlockStep::new("server", &[], [&"_".to_owned()]),
+                BlockStep::new("location", &["~".into(), "\\.php$".into()], []),
+            ],
+        },
+        directive: EditableDirective::FastcgiPass,
+        old: Some("unix:/run/php/php7.4-fpm.sock".into()),
+        new: new.into(),
+    };
+    let diff = apply_edit(&text, &typed)
+        .map(|r| r.diff)
+        .unwrap_or_default();
+    ConfigEdit {
+        kind: ConfigKind::Nginx as i32,
+        file: SITE.into(),
+        block: vec!["server[_]".into(), "location[~ \\.php$]".into()],
+        block_outer: vec!["http".into()],
+        directive: "fastcgi_pass".into(),
+        old_value: "unix:/run/php/php7.4-fpm.sock".into(),
+        new_value: new.into(),
+        file_sha256: sha256_hex(&text),
+        diff,
+        why: "php8.2-fpm.service listens on /run/php/php8.2-fpm.sock".into(),
+    }
+}
+
+fn pool_edit(new: &str) -> ConfigEdit {
+    let text = fixture("php_fpm/www.conf");
+    let typed = PoolEdit {
+        file: POOL_FILE.into(),
+        pool: "www".into(),
+        key: PoolKey::MaxChildren,
+        old: Some("5".into()),
+        new: new.into(),
+    };
+    let diff = apply_pool_edit(&text, &typed)
+        .map(|r| r.diff)
+        .unwrap_or_default();
+    ConfigEdit {
+        kind: ConfigKind::PhpFpmPool as i32,
+        file: POOL_FILE.into(),
+        block: vec!["www".into()],
+        block_outer: Vec::new(),
+        directive: "pm.max_children".into(),
+        old_value: "5".into(),
+        new_value: new.into(),
+        file_sha256: sha256_hex(&text),
+        diff,
+        why: String::new(),
+    }
+}
+
+fn edit_request(edit: ConfigEdit) -> ActionRequest {
+    ActionRequest {
+        action_id: "web1/f1/edit".into(),
+        edit: Some(edit),
+        ..request(ActionKind::EditConfig)
+    }
+}
+
+fn owner() -> FileOwner {
+    FileOwner {
+        uid: 0,
+        gid: 0,
+        mode: 0o644,
+    }
+}
+
+/// What observe reads on the testbed host: the site through its link, `nginx -T`, nginx's
+/// unit running.
+fn site_facts() -> Facts {
+    let dump = nginx_dump();
+    let config = gatemend_agent::probe::nginx::parse(&dump);
+    Facts {
+        edit: Some(EditFacts {
+            canonical: Ok(SITE_REAL.into()),
+            file: Ok(FileFacts {
+                text: site_text(),
+                owner: owner(),
+                regular: true,
+            }),
+            nginx: Ok(NginxFacts {
+                files: config.files,
+                passes: config.passes,
+            }),
+            nameservers: vec!["127.0.0.53".into()],
+            unit: Some(unit_state("nginx.service", "loaded", "active")),
+        }),
+        ..Facts::default()
+    }
+}
+
+fn pool_facts() -> Facts {
+    let mut facts = site_facts();
+    let www = fixture("php_fpm/www.conf");
+    facts.pools = parse_pools(Path::new(POOL_FILE), &www);
+    let edit = facts.edit.as_mut().unwrap();
+    edit.canonical = Ok(POOL_FILE.into());
+    edit.file = Ok(FileFacts {
+        text: www,
+        owner: owner(),
+        regular: true,
+    });
+    edit.unit = Some(unit_state("php8.2-fpm.service", "loaded", "active"));
+    // nginx as it is on a healthy host: PHP goes to the pool's socket.
+    let config = gatemend_agent::probe::nginx::parse(&fixture("nginx/debian_default.txt"));
+    edit.nginx = Ok(NginxFacts {
+        files: config.files,
+        passes: config.passes,
+    });
+    facts
+}
+
+#[track_caller]
+fn edit_refused(edit: ConfigEdit, facts: &Facts) -> String {
+    match act::plan(&edit_request(edit), &settings(), facts) {
+        Ok(plan) => panic!("expected a refusal, got {plan:?}"),
+        Err(refusal) => refusal.0,
+    }
+}
+
+#[test]
+fn the_wrong_socket_edit_is_planned_with_its_diff_and_every_step() {
+    let edit = socket_edit("unix:/run/php/php8.2-fpm.sock");
+    assert_eq!(
+        admit(&edit_request(edit.clone()), &settings()),
+        Ok(ActionKind::EditConfig)
+    );
+    let plan = act::plan(&edit_request(edit.clone()), &settings(), &site_facts()).unwrap();
+    let Plan::EditConfig(p) = &plan else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(p.file, Path::new(SITE));
+    assert_eq!(
+        p.canonical,
+        Path::new(SITE_REAL),
+        "the link's target is written"
+    );
+    assert_eq!(p.sha256_before, edit.file_sha256);
+    assert_eq!(p.diff, edit.diff);
+    assert!(
+        p.new_text
+            .contains("fastcgi_pass unix:/run/php/php8.2-fpm.sock;")
+    );
+    assert_eq!(p.reload.unit, "nginx.service");
+    assert_eq!(p.reload.test, ["/usr/sbin/nginx", "-t"]);
+    // The temp file sits beside the file, hidden from `include *` and `*.conf`.
+    let temp = p.temp.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        p.temp.parent(),
+        Some(Path::new("/etc/nginx/sites-available"))
+    );
+    assert!(
+        temp.starts_with(".default.gatemend-") && temp.ends_with(".tmp"),
+        "{temp}"
+    );
+    // The journal and the backup are in the state directory, never under /etc/nginx.
+    assert_eq!(
+        p.journal_dir,
+        Path::new("/var/lib/gatemend/state/edits/nginx.service")
+    );
+    let get = p.get.as_ref().unwrap();
+    assert_eq!(
+        (get.path.as_str(), get.host.as_deref()),
+        ("/index.php", None)
+    );
+    let lines = plan.lines().join("\n");
+    for wanted in [
+        "-        fastcgi_pass unix:/run/php/php7.4-fpm.sock;",
+        "+        fastcgi_pass unix:/run/php/php8.2-fpm.sock;",
+        "/var/lib/gatemend/state/edits/nginx.service/",
+        "run `/usr/sbin/nginx -t`",
+        "ReloadUnit(\"nginx.service\", \"replace\")",
+        "GET /index.php via 127.0.0.1:80 answers < 500",
+        "restore the backup",
+    ] {
+        assert!(lines.contains(wanted), "{wanted:?} not in\n{lines}");
+    }
+    assert_eq!(
+        lock_key(&edit_request(edit), &settings(), &[]).as_deref(),
+        Some("nginx.service")
+    );
+}
+
+#[test]
+fn a_file_changed_since_the_proposal_is_refused_as_stale() {
+    let mut facts = site_facts();
+    if let Some(FileFacts { text, .. }) = facts.edit.as_mut().and_then(|e| e.file.as_mut().ok()) {
+        text.push_str("# changed by hand\n");
+    }
+    let why = edit_refused(socket_edit("unix:/run/php/php8.2-fpm.sock"), &facts);
+    assert!(
+        why.starts_with("stale: /etc/nginx/sites-enabled/default has changed"),
+        "{why}"
+    );
+    assert!(why.contains("nothing was changed"), "{why}");
+}
+
+#[test]
+fn a_diff_other_than_the_approved_one_is_refused() {
+    let mut edit = socket_edit("unix:/run/php/php8.2-fpm.sock");
+    edit.diff = edit.diff.replace("php8.2", "php8.3");
+    let why = edit_refused(edit, &site_facts());
+    assert!(
+        why.contains("the approved diff is not what this edit does"),
+        "{why}"
+    );
+}
+
+#[test]
+fn edits_outside_the_closed_set_the_allow_list_or_the_bounds_are_refused_before_reading() {
+    let s = settings();
+    let with = |f: &dyn Fn(&mut ConfigEdit)| {
+        let mut edit = socket_edit("unix:/run/php/php8.2-fpm.sock");
+        f(&mut edit);
+        admit(&edit_request(edit), &s).map_err(|r| r.0)
+    };
+    type Change = Box<dyn Fn(&mut ConfigEdit)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        ("no edit", Box::new(|_| {}), ""),
+        (
+            "a directive outside the closed set",
+            Box::new(|e| e.directive = "include".into()),
+            "`include` is not an nginx directive this agent edits",
+        ),
+        (
+            "a path outside /etc/nginx",
+            Box::new(|e| e.file = "/etc/shadow".into()),
+            "not in this host's allow-list for nginx edits",
+        ),
+        (
+            "a path climbing out of /etc/nginx",
+            Box::new(|e| e.file = "/etc/nginx/../shadow".into()),
+            "not a plain absolute path",
+        ),
+        (
+            "an nginx edit of a pool file",
+            Box::new(|e| e.file = POOL_FILE.into()),
+            "not in this host's allow-list for nginx edits",
+        ),
+        (
+            "a target off this host",
+            Box::new(|e| e.new_value = "10.0.0.9:9000".into()),
+            "may not point at `10.0.0.9:9000`",
+        ),
+        (
+            "nginx syntax in the value",
+            Box::new(|e| e.new_value = "unix:/run/php/x.sock; include /etc/shadow".into()),
+            "refused",
+        ),
+        (
+            "a directive out of its context",
+            Box::new(|e| e.block = vec!["server[_]".into()]),
+            "fastcgi_pass belongs in a location",
+        ),
+        (
+            "a hash that is not one",
+            Box::new(|e| e.file_sha256 = "abc".into()),
+            "not a SHA-256",
+        ),
+        (
+            "no kind",
+            Box::new(|e| e.kind = 0),
+            "not nginx or php_fpm_pool",
+        ),
+    ];
+    for (what, change, why) in cases {
+        if what == "no edit" {
+            let refused = admit(&request(ActionKind::EditConfig), &s).unwrap_err().0;
+            assert!(refused.contains("names no edit"), "{refused}");
+            continue;
+        }
+        let refused = with(&*change).expect_err(what);
+        assert!(refused.contains(why), "{what}: {refused}");
+    }
+}
+
+#[test]
+fn values_beyond_the_hosts_bounds_are_refused() {
+    let s = settings();
+    let timeout = |value: &str| ConfigEdit {
+        directive: "fastcgi_read_timeout".into(),
+        old_value: String::new(),
+        new_value: value.into(),
+        ..socket_edit("unix:/run/php/php8.2-fpm.sock")
+    };
+    assert_eq!(
+        admit(&edit_request(timeout("300s")), &s),
+        Ok(ActionKind::EditConfig)
+    );
+    let why = admit(&edit_request(timeout("301s")), &s).unwrap_err().0;
+    assert!(
+        why.contains("`301s` is above actions.edits.max_timeout (300s)"),
+        "{why}"
+    );
+    let why = admit(&edit_request(timeout("1h")), &s).unwrap_err().0;
+    assert!(why.contains("max_timeout"), "{why}");
+    let buffer = |directive: &str, value: &str| ConfigEdit {
+        directive: directive.into(),
+        new_value: value.into(),
+        ..timeout("60s")
+    };
+    assert!(admit(&edit_request(buffer("fastcgi_buffer_size", "1m")), &s).is_ok());
+    let why = admit(&edit_request(buffer("fastcgi_buffer_size", "2m")), &s)
+        .unwrap_err()
+        .0;
+    assert!(why.contains("above actions.edits.max_buffer (1m)"), "{why}");
+    let why = admit(&edit_request(buffer("fastcgi_buffers", "65 4k")), &s)
+        .unwrap_err()
+        .0;
+    assert!(
+        why.contains("65 buffers is above actions.edits.max_buffers (64)"),
+        "{why}"
+    );
+    assert!(admit(&edit_request(pool_edit("256")), &s).is_ok());
+    let why = admit(&edit_request(pool_edit("257")), &s).unwrap_err().0;
+    assert!(
+        why.contains("pm.max_children `257` is above actions.edits.max_children (256)"),
+        "{why}"
+    );
+    // A host that allows only the passes refuses a timeout at once.
+    let mut narrow = settings();
+    narrow.actions.edits.directives = vec![
+        EditName::Nginx(EditableDirective::FastcgiPass),
+        EditName::Nginx(EditableDirective::ProxyPass),
+    ];
+    let why = admit(&edit_request(timeout("60s")), &narrow).unwrap_err().0;
+    assert!(
+        why.contains("`fastcgi_read_timeout` is not in this host's allow-list (actions.edits.directives: fastcgi_pass, proxy_pass)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_link_out_of_the_allowed_directories_a_file_nginx_does_not_read_and_a_stopped_unit_are_refused()
+{
+    let edit = || socket_edit("unix:/run/php/php8.2-fpm.sock");
+    let mut escaped = site_facts();
+    escaped.edit.as_mut().unwrap().canonical = Ok("/root/evil.conf".into());
+    let why = edit_refused(edit(), &escaped);
+    assert!(
+        why.contains("resolves to /root/evil.conf, outside this host's allow-list"),
+        "{why}"
+    );
+
+    let mut unread = site_facts();
+    if let Ok(n) = unread.edit.as_mut().unwrap().nginx.as_mut() {
+        n.files.retain(|f| f != Path::new(SITE));
+    }
+    let why = edit_refused(edit(), &unread);
+    assert!(
+        why.contains("nginx does not read /etc/nginx/sites-enabled/default"),
+        "{why}"
+    );
+
+    let mut broken = site_facts();
+    broken.edit.as_mut().unwrap().nginx = Err("`/usr/sbin/nginx -T` fails now: [emerg] x".into());
+    let why = edit_refused(edit(), &broken);
+    assert!(why.contains("does not test clean"), "{why}");
+
+    let mut stopped = site_facts();
+    stopped.edit.as_mut().unwrap().unit = Some(unit_state("nginx.service", "loaded", "inactive"));
+    let why = edit_refused(edit(), &stopped);
+    assert!(why.contains("nginx.service is inactive"), "{why}");
+
+    // An editor refusal reaches the operator as it is: the old value is not in the file.
+    let mut stale_value = edit();
+    stale_value.old_value = "unix:/run/php/php7.3-fpm.sock".into();
+    stale_value.diff.clear();
+    let why = edit_refused(stale_value, &site_facts());
+    assert!(
+        why.contains("stale edit: fastcgi_pass is `unix:/run/php/php7.4-fpm.sock`"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_resolver_may_only_name_the_hosts_own_name_servers() {
+    let resolver = |value: &str| ConfigEdit {
+        block: Vec::new(),
+        directive: "resolver".into(),
+        old_value: String::new(),
+        new_value: value.into(),
+        diff: String::new(),
+        ..socket_edit("unix:/run/php/php8.2-fpm.sock")
+    };
+    // The site file has no http block of its own: the outer path says where it is included.
+    let why = edit_refused(resolver("9.9.9.9 valid=30s"), &site_facts());
+    assert!(why.contains("resolver `9.9.9.9` is not one of this host's name servers (/etc/resolv.conf: 127.0.0.53)"), "{why}");
+}
+
+#[test]
+fn a_pool_edit_reloads_its_php_fpm_and_is_verified_through_the_location_using_its_socket() {
+    let edit = pool_edit("8");
+    let facts = pool_facts();
+    let plan = act::plan(&edit_request(edit.clone()), &settings(), &facts).unwrap();
+    let Plan::EditConfig(p) = &plan else {
+        panic!("{plan:?}")
+    };
+    assert_eq!(p.reload.unit, "php8.2-fpm.service");
+    assert_eq!(p.reload.test, ["/usr/sbin/php-fpm8.2", "-t"]);
+    assert_eq!(p.place, "[www]");
+    assert!(p.diff.contains("+pm.max_children = 8"), "{}", p.diff);
+    // The fixture's site passes PHP to the pool's socket in `location ~ \.php$`.
+    assert_eq!(p.get.as_ref().map(|g| g.path.as_str()), Some("/index.php"));
+    assert_eq!(
+        lock_key(&edit_request(edit.clone()), &settings(), &facts.pools).as_deref(),
+        Some("php8.2-fpm.service")
+    );
+    let mut wrong_pool = edit;
+    wrong_pool.block = vec!["other".into()];
+    wrong_pool.diff.clear();
+    let why = edit_refused(wrong_pool, &facts);
+    assert!(why.contains("holds no php-fpm pool [other]"), "{why}");
+}
+
+#[test]
+fn the_verify_get_is_a_path_the_location_matches() {
+    let addr = "127.0.0.1:80".parse().unwrap();
+    let at = |steps: &[(&str, &str)]| {
+        let inner = steps
+            .iter()
+            .map(|(d, k)| {
+                BlockStep::try_from(if k.is_empty() {
+                    d.to_string()
+                } else {
+                    format!("{d}[{k}]")
+                })
+                .unwrap()
+            })
+            .collect();
+        let get = act::edit_config::verify_get(
+            &BlockPath {
+                outer: Vec::new(),
+                inner,
+            },
+            addr,
+        );
+        (get.path, get.host)
+    };
+    assert_eq!(
+        at(&[("http", ""), ("server", "_"), ("location", "~ \\.php$")]),
+        ("/index.php".into(), None)
+    );
+    assert_eq!(
+        at(&[
+            ("http", ""),
+            ("server", "shop.example www.shop.example"),
+            ("location", "/api/")
+        ]),
+        ("/api/".into(), Some("shop.example".into()))
+    );
+    assert_eq!(
+        at(&[
+            ("http", ""),
+            ("server", "*.example"),
+            ("location", "= /health")
+        ]),
+        ("/health".into(), None)
+    );
+    assert_eq!(at(&[("http", ""), ("server", "_")]), ("/".into(), None));
+    assert_eq!(at(&[("events", "")]), ("/".into(), None));
+    assert_eq!(
+        at(&[("http", ""), ("server", "_"), ("location", "@backend")]),
+        ("/".into(), None)
+    );
+}
+
+#[test]
+fn an_edit_is_read_as_diagnose_prints_it() {
+    let json = r#"{"kind":"nginx","file":"/etc/nginx/sites-enabled/default","block":["server[_]","location[~ \\.php$]"],"block_outer":["http"],"directive":"fastcgi_pass","old_value":"unix:/run/php/php7.4-fpm.sock","new_value":"unix:/run/php/php8.2-fpm.sock","file_sha256":"00","diff":"d","why":"w"}"#;
+    let edit = act::edit_config::parse_edit_json(json).unwrap();
+    assert_eq!(edit.kind, ConfigKind::Nginx as i32);
+    assert_eq!(edit.block, ["server[_]", "location[~ \\.php$]"]);
+    assert_eq!(edit.block_outer, ["http"]);
+    assert!(act::edit_config::parse_edit_json(r#"{"kind":"apache"}"#).is_err());
+    assert!(act::edit_config::parse_edit_json(&json.replace("\"new_value\"", "\"new\"")).is_err());
 }

@@ -18,9 +18,11 @@
 //! `actions.max_deadline_ms`). There is no generic "run a command" action, and none may be added: each action is
 //! one file here and one variant of [`Plan`].
 
+pub mod edit_config;
 mod error;
 pub mod escalate;
 pub mod fix_socket_ownership;
+pub mod journal;
 pub mod reload_nginx;
 pub mod restart_unit;
 pub mod start_unit;
@@ -38,6 +40,7 @@ use gatemend_proto::v1::{ActionRequest, ActionStep};
 use gatemend_proto::{ActionKind, ActionStatus};
 use serde::Serialize;
 
+pub use edit_config::{EditFacts, EditPlan, FileFacts, NginxFacts};
 pub use error::ActError;
 pub use escalate::EscalatePlan;
 pub use fix_socket_ownership::{Ownership, SocketPlan};
@@ -59,6 +62,8 @@ pub struct Settings {
     pub actions: ActionsConfig,
     /// Where the php-fpm pool files are found (`/` on a host).
     pub root: PathBuf,
+    /// The agent's state directory: edit_config's journal and backups live under it.
+    pub state_dir: PathBuf,
 }
 
 impl Settings {
@@ -67,6 +72,7 @@ impl Settings {
             allowed: config.allowed_actions.clone(),
             actions: config.actions.clone(),
             root: PathBuf::from("/"),
+            state_dir: config.state_dir.clone(),
         }
     }
 
@@ -108,6 +114,7 @@ pub enum Plan {
     StartUnit(UnitPlan),
     FixSocketOwnership(SocketPlan),
     ReloadNginx(ReloadPlan),
+    EditConfig(Box<EditPlan>),
     Escalate(EscalatePlan),
 }
 
@@ -120,6 +127,7 @@ impl Plan {
             Plan::StartUnit(p) => p.lines(unit::Verb::Start),
             Plan::FixSocketOwnership(p) => p.lines(),
             Plan::ReloadNginx(p) => p.lines(),
+            Plan::EditConfig(p) => p.lines(),
             Plan::Escalate(p) => p.lines(),
         }
     }
@@ -131,6 +139,7 @@ impl Plan {
             Plan::StartUnit(_) => ActionKind::StartUnit,
             Plan::FixSocketOwnership(_) => ActionKind::FixSocketOwnership,
             Plan::ReloadNginx(_) => ActionKind::ReloadNginx,
+            Plan::EditConfig(_) => ActionKind::EditConfig,
             Plan::Escalate(_) => ActionKind::Escalate,
         }
     }
@@ -154,6 +163,8 @@ pub struct Facts {
     pub worker: Option<Identity>,
     /// reload_nginx: nginx's unit, when systemd answered.
     pub nginx_unit: Option<UnitState>,
+    /// edit_config: the file, `nginx -T`, the unit to reload.
+    pub edit: Option<EditFacts>,
 }
 
 /// The pure allow-list check: the kind is allowed, and its unit and socket path match the
@@ -185,10 +196,7 @@ pub fn admit(request: &ActionRequest, settings: &Settings) -> Result<ActionKind,
             }
         }
         ActionKind::FixSocketOwnership => admit_socket_path(&request.socket_path, settings)?,
-        // Not built into this agent yet (issue 16): refused before anything is read.
-        ActionKind::EditConfig => {
-            return refuse("edit_config is not supported by this agent version");
-        }
+        ActionKind::EditConfig => edit_config::admit(request, settings)?,
         ActionKind::ReloadNginx | ActionKind::Escalate | ActionKind::Unspecified => {}
     }
     Ok(kind)
@@ -208,14 +216,17 @@ pub fn plan(request: &ActionRequest, settings: &Settings, facts: &Facts) -> Resu
             reload_nginx::plan(request, settings, facts).map(Plan::ReloadNginx)
         }
         ActionKind::Escalate => Ok(Plan::Escalate(escalate::plan(request))),
-        ActionKind::EditConfig => refuse("edit_config is not supported by this agent version"),
+        ActionKind::EditConfig => {
+            edit_config::plan(request, settings, facts).map(|p| Plan::EditConfig(Box::new(p)))
+        }
         ActionKind::Unspecified => refuse("unspecified is not an action"),
     }
 }
 
 /// What an action serialises on: the unit it touches. A socket belongs to the unit of the pool
 /// that listens on it (chowning while php-fpm restarts would race its re-creation), or to
-/// itself when no pool names it. `None`: escalate touches nothing.
+/// itself when no pool names it. An edit locks the unit it reloads: nginx's, or its pool's.
+/// `None`: escalate touches nothing.
 pub fn lock_key(request: &ActionRequest, settings: &Settings, pools: &[Pool]) -> Option<String> {
     match ActionKind::try_from(request.kind).unwrap_or(ActionKind::Unspecified) {
         ActionKind::RestartUnit | ActionKind::StartUnit => Some(request.unit.clone()),
@@ -225,7 +236,8 @@ pub fn lock_key(request: &ActionRequest, settings: &Settings, pools: &[Pool]) ->
                 .and_then(Pool::unit)
                 .unwrap_or_else(|| request.socket_path.clone()),
         ),
-        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => None,
+        ActionKind::EditConfig => edit_config::unit_of(request, settings, pools),
+        ActionKind::Escalate | ActionKind::Unspecified => None,
     }
 }
 
@@ -253,21 +265,25 @@ fn admit_socket_path(path: &str, settings: &Settings) -> Result<(), Refusal> {
     }
 }
 
-/// A socket path must be absolute and plain: no `.`, `..`, empty component or trailing `/`, so
-/// the glob sees the path the kernel will use.
-fn check_socket_path(path: &str) -> Result<(), Refusal> {
-    if path.is_empty() {
-        return refuse("the request names no socket_path");
-    }
-    let plain = path.starts_with('/')
+/// A path is absolute and plain: no `.`, `..`, empty component or trailing `/`, so a glob
+/// sees the path the kernel will use.
+pub(crate) fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
         && !path.ends_with('/')
         && !path.contains("//")
         && !path.contains('\0')
         && Path::new(path)
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-        && !path.split('/').any(|part| part == "." || part == "..");
-    if plain {
+        && !path.split('/').any(|part| part == "." || part == "..")
+}
+
+/// A socket path must be absolute and plain ([`plain_path`]).
+fn check_socket_path(path: &str) -> Result<(), Refusal> {
+    if path.is_empty() {
+        return refuse("the request names no socket_path");
+    }
+    if plain_path(path) {
         Ok(())
     } else {
         refuse(format!(
@@ -361,6 +377,7 @@ pub async fn apply(plan: &Plan, settings: &Settings, rec: &Recorder) -> Outcome 
         Plan::StartUnit(p) => start_unit::apply(p, rec).await,
         Plan::FixSocketOwnership(p) => fix_socket_ownership::apply(p, rec).await,
         Plan::ReloadNginx(p) => reload_nginx::apply(p, settings, rec).await,
+        Plan::EditConfig(p) => edit_config::apply(p, rec).await,
         Plan::Escalate(p) => escalate::apply(p, rec),
     };
     rec.outcome(status, message)
@@ -638,7 +655,10 @@ async fn observe(
                 facts.nginx_unit = systemd.unit_state(&settings.actions.nginx_unit).await.ok();
             }
         }
-        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => {}
+        ActionKind::EditConfig => {
+            facts.edit = Some(edit_config::observe(request, settings, &facts.pools).await);
+        }
+        ActionKind::Escalate | ActionKind::Unspecified => {}
     }
     Ok(facts)
 }
@@ -663,7 +683,8 @@ fn describe_facts(kind: ActionKind, facts: &Facts) -> String {
             Some(state) => unit::describe_state(state),
             None => "nginx's unit: systemd did not answer".to_owned(),
         },
-        ActionKind::EditConfig | ActionKind::Escalate | ActionKind::Unspecified => String::new(),
+        ActionKind::EditConfig => edit_config::describe(facts),
+        ActionKind::Escalate | ActionKind::Unspecified => String::new(),
     }
 }
 
@@ -692,7 +713,7 @@ pub struct ActArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// restart_unit, start_unit, fix_socket_ownership, reload_nginx or escalate.
+    /// restart_unit, start_unit, fix_socket_ownership, reload_nginx, edit_config or escalate.
     pub kind: ActionKind,
     /// The unit, for restart_unit / start_unit.
     #[arg(long, default_value = "")]
@@ -715,6 +736,11 @@ pub struct ActArgs {
     /// How long verification may wait, in milliseconds (0: the config's default).
     #[arg(long, default_value_t = 0)]
     pub verify_timeout_ms: u32,
+    /// edit_config: the edit, as JSON: the `edit` object `gatemend-agent diagnose --json`
+    /// prints (kind, file, block, block_outer, directive, old_value, new_value, file_sha256,
+    /// diff, why).
+    #[arg(long, value_parser = edit_config::parse_edit_json)]
+    pub edit: Option<gatemend_proto::v1::ConfigEdit>,
 }
 
 impl ActArgs {
@@ -733,7 +759,7 @@ impl ActArgs {
             deadline_ms: self.deadline_ms,
             verify_timeout_ms: self.verify_timeout_ms,
             policy: "gatemend-agent act".to_owned(),
-            edit: None,
+            edit: self.edit.clone(),
         }
     }
 }
@@ -750,6 +776,7 @@ mod tests {
                 allowed: ActionKind::ALL.to_vec(),
                 actions: ActionsConfig::default(),
                 root: PathBuf::from("/nonexistent"),
+                state_dir: PathBuf::from("/nonexistent"),
             },
             max_locks,
         )

@@ -185,7 +185,7 @@ fn check_nginx_process(pid: u32, pid_file: &Path, binary: &Path) -> Result<(), A
     })
 }
 
-fn read_pid(pid_file: &Path) -> Result<u32, ActError> {
+pub(super) fn read_pid(pid_file: &Path) -> Result<u32, ActError> {
     let text = std::fs::read_to_string(pid_file).map_err(|source| ActError::Read {
         path: pid_file.to_owned(),
         source,
@@ -199,16 +199,16 @@ fn read_pid(pid_file: &Path) -> Result<u32, ActError> {
     })
 }
 
-fn alive(pid: u32) -> bool {
+pub(super) fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
 }
 
-fn log_len(path: &Path) -> u64 {
+pub(super) fn log_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// What the error log gained since `from` (all of it when it was rotated and is shorter).
-fn log_since(path: &Path, from: u64) -> String {
+pub(super) fn log_since(path: &Path, from: u64) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return String::new();
     };
@@ -255,7 +255,7 @@ pub async fn apply(
     let old_workers = children(master);
     rec.begin("precheck");
     rec.note(format!("$ {}", plan.test.join(" ")));
-    let (ok, output) = match config_test(plan).await {
+    let (ok, output) = match config_test(&plan.test).await {
         Ok(result) => result,
         Err(e) => {
             let why = error_chain(&e);
@@ -296,12 +296,18 @@ pub async fn apply(
     verify(plan, master, &old_workers, log_from, rec).await
 }
 
-/// Runs the config test; `(passed, command + its whole output + exit status)`. Killed if the
-/// action's deadline drops it.
-async fn config_test(plan: &ReloadPlan) -> Result<(bool, String), ActError> {
-    let command_line = plan.test.join(" ");
-    let mut command = tokio::process::Command::new(&plan.test[0]);
-    command.args(&plan.test[1..]).kill_on_drop(true);
+/// Runs the config test (`nginx -t`, edit_config's `php-fpm -t` too); `(passed, command + its
+/// whole output + exit status)`. Killed if the action's deadline drops it.
+pub(super) async fn config_test(test: &[String]) -> Result<(bool, String), ActError> {
+    let command_line = test.join(" ");
+    let Some((program, args)) = test.split_first() else {
+        return Err(ActError::Spawn {
+            command: command_line,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"),
+        });
+    };
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).kill_on_drop(true);
     let out = command.output().await.map_err(|source| ActError::Spawn {
         command: command_line.clone(),
         source,
