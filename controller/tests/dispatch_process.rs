@@ -403,7 +403,15 @@ async fn an_approval_recorded_in_the_database_is_dispatched_once_when_approved()
     // controller finds it and dispatches it, once.
     let audit = Audit::open(&db).await.unwrap();
     let approvals = Approvals::open(audit.pool().clone()).await.unwrap();
-    let pending = approvals.list(Some(State::Pending)).await.unwrap();
+    // The decision is logged just before its approval is recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pending = loop {
+        let pending = approvals.list(Some(State::Pending)).await.unwrap();
+        if !pending.is_empty() || Instant::now() > deadline {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(pending.len(), 1, "{pending:?}");
     // Past its expiry it cannot be approved.
     assert!(

@@ -84,8 +84,16 @@ async fn a_second_agent_cannot_shadow_advance_or_answer_the_first_hosts_incident
     attacker.send(fpm_down("web2", &b_id, 1)).await;
     let ack = attacker.next_ack(wait).await.unwrap();
     assert!(ack.refused.is_empty(), "{ack:?}");
-    let (_, all) = ctl.get(&ctl.vera, "/api/v1/approvals").await;
-    let all = all.as_array().unwrap().clone();
+    // (A new incident settles a few seconds before it asks.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let (_, all) = ctl.get(&ctl.vera, "/api/v1/approvals").await;
+        let all = all.as_array().unwrap().clone();
+        if all.len() >= 2 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(all.len(), 2, "{all:?}");
     assert_ne!(all[0]["id"], all[1]["id"]);
 

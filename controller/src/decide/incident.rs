@@ -175,6 +175,9 @@ pub struct Incident {
     /// When it started recovering, by the controller's clock.
     #[serde(default)]
     pub recovering_since: Option<UnixMs>,
+    /// The latest finding whose decision waits for the incident to settle, and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settling: Option<(Finding, UnixMs)>,
 }
 
 /// What a finding's incident is keyed by: its upstream, else its unit, else its cause.
@@ -236,6 +239,7 @@ impl Incident {
             paged: None,
             mended_at: None,
             recovering_since: None,
+            settling: None,
         }
     }
 
@@ -348,17 +352,21 @@ impl Incident {
                     why: super::Why::Policy
                 }
                 | Outcome::NoPolicy
-                | Outcome::DryRun
         );
         if !asks_or_pages || self.paged.is_some() {
             return None;
         }
-        if f.root_cause == RootCause::Unknown && now.saturating_sub(self.opened_at) < SETTLE_MS {
-            return Some(
-                "the root cause is not known yet (the probes may still show the moment before \
-                 the fault); decided again at the finding's next revision"
-                    .to_owned(),
-            );
+        if now.saturating_sub(self.opened_at) < SETTLE_MS {
+            let unknown = if f.root_cause == RootCause::Unknown {
+                " (diagnosis does not know the root cause yet: the probes may still show the \
+                 moment before the fault)"
+            } else {
+                ""
+            };
+            return Some(format!(
+                "the incident is new{unknown}; other hosts may show the same cause (a storm) \
+                 or diagnosis may change: decided again when it settles"
+            ));
         }
         if self.stage == Stage::Recovering
             && self
@@ -367,17 +375,39 @@ impl Incident {
         {
             return Some(
                 "its action was just verified and the service may still be starting; decided \
-                 again at the finding's next revision"
+                 again when it settles"
                     .to_owned(),
             );
         }
         None
     }
 
-    /// Waits for the finding's next revision (settling): handled until then, and a little
-    /// after, as a short cooldown is.
-    pub fn settle(&mut self, now: UnixMs) {
-        self.retry_by = Some(now.saturating_add(SETTLE_MS).saturating_add(RETRY_GRACE_MS));
+    /// Keeps `f` to be decided again once the incident settles ([`Incident::settled_due`]);
+    /// handled meanwhile, as a short cooldown is.
+    pub fn settle(&mut self, f: &Finding, now: UnixMs) {
+        let until = self
+            .opened_at
+            .max(self.recovering_since.unwrap_or(i64::MIN))
+            .saturating_add(SETTLE_MS)
+            .max(now);
+        self.settling = Some((f.clone(), until));
+        self.retry_by = Some(until.saturating_add(RETRY_GRACE_MS));
+    }
+
+    /// Whether a settling finding is due to be decided again at `now`.
+    pub fn settled_due(&self, now: UnixMs) -> bool {
+        self.is_open()
+            && self
+                .settling
+                .as_ref()
+                .is_some_and(|(_, until)| *until <= now)
+    }
+
+    /// The settling finding, to decide again; the incident no longer waits.
+    pub fn take_settled(&mut self) -> Option<Finding> {
+        // Decided afresh: whatever it decides now says who handles the incident.
+        self.retry_by = None;
+        self.settling.take().map(|(f, _)| f)
     }
 
     /// An approval was requested for it.
@@ -623,25 +653,27 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_root_cause_or_a_fresh_recovery_settles_before_asking_or_paging() {
+    fn a_new_incident_or_a_fresh_recovery_settles_before_asking_or_paging() {
         let mut f = finding("web1/a#1", "unix:/run/php/php8.2-fpm.sock");
         f.root_cause = RootCause::Unknown;
         let mut i = Incident::open(&f, 1_000);
         let page = Outcome::Escalate { why: Why::Policy };
         assert!(i.settling(&f, &page, 2_000).is_some());
-        assert!(i.settling(&f, &Outcome::Execute, 2_000).is_none());
         assert!(
-            i.settling(&f, &page, 6_000).is_none(),
-            "settled long enough"
+            i.settling(&f, &Outcome::Execute, 2_000).is_none(),
+            "a restart never waits"
         );
-        f.root_cause = RootCause::ServiceDown;
-        assert!(i.settling(&f, &page, 2_000).is_none());
+        assert!(i.settling(&f, &page, 6_000).is_none(), "settled");
+        i.settle(&f, 2_000);
+        assert_eq!(i.handled(2_000), Some(Handler::Retry(36_000)));
+        assert!(!i.settled_due(5_999));
+        assert!(i.settled_due(6_000));
+        assert_eq!(i.take_settled().map(|s| s.id), Some(f.id.clone()));
+        assert!(!i.settled_due(7_000));
         i.acting("chain");
         i.chain_ended("chain", true, 10_000);
         assert!(i.settling(&f, &Outcome::AwaitApproval, 12_000).is_some());
         assert!(i.settling(&f, &Outcome::AwaitApproval, 15_000).is_none());
-        i.settle(12_000);
-        assert_eq!(i.handled(12_000), Some(Handler::Retry(47_000)));
     }
 
     #[test]

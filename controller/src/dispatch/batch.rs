@@ -162,6 +162,7 @@ impl Dispatcher {
         self.expire(now).await;
         self.expire_orphans(now).await;
         self.expire_approvals(now).await;
+        self.settled(now).await;
         self.overdue_retries(now);
         self.renotify(now);
         self.dispatch_approved(now).await;

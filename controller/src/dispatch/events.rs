@@ -69,6 +69,14 @@ impl Dispatcher {
         if let Some(open) = self.state.incident_mut(&f.host, &incident_id) {
             open.failing(&f);
         }
+        self.decide_finding(&f, &incident_id, now).await;
+    }
+
+    /// Decides a failing finding of incident `incident_id` and carries the decision out;
+    /// also what a settled incident's latest finding goes through when its settling ends.
+    pub(super) async fn decide_finding(&mut self, f: &Finding, incident_id: &str, now: UnixMs) {
+        let f = f.clone();
+        let incident_id = incident_id.to_owned();
         let set = Arc::clone(&self.policies.borrow());
         let decision = decide::decide(&set, &self.state, &f, now, self.options);
         let settling = self
@@ -79,7 +87,7 @@ impl Dispatcher {
             // Nothing is decided yet: no cooldown starts, nobody is asked or paged.
             tracing::info!(host = %f.host, finding = %f.id, revision = f.revision, decision = decision.outcome.id(), why = %why, "Settling before deciding.");
             if let Some(open) = self.state.incident_mut(&f.host, &incident_id) {
-                open.settle(now);
+                open.settle(&f, now);
             }
             self.audit(
                 record(Kind::Incident, now)
@@ -221,6 +229,26 @@ impl Dispatcher {
             let closed = open.clone();
             self.resolved(&f.host, &closed, &evidence, now);
             self.persist();
+        }
+    }
+
+    /// Decides again the latest finding of every incident whose settling ended.
+    pub(super) async fn settled(&mut self, now: UnixMs) {
+        let due: Vec<(String, String)> = self
+            .state
+            .incidents()
+            .filter(|(_, i)| i.settled_due(now))
+            .map(|(host, i)| (host.to_owned(), i.id.clone()))
+            .collect();
+        for (host, id) in due {
+            let Some(f) = self
+                .state
+                .incident_mut(&host, &id)
+                .and_then(|open| open.take_settled())
+            else {
+                continue;
+            };
+            self.decide_finding(&f, &id, now).await;
         }
     }
 }
