@@ -364,7 +364,10 @@ impl Seen {
                     return;
                 }
                 self.policies.insert(policy.clone());
-                if !self.expected.contains(&policy.as_str()) && decision != "held" {
+                // Another policy that acts or asks is a stray; one that would page is a stray
+                // only if a page was sent (an incident already paged is not paged again).
+                let acts = matches!(decision.as_str(), "execute" | "await_approval" | "dry_run");
+                if !self.expected.contains(&policy.as_str()) && acts {
                     self.strays.push(format!("{decision} by {policy}"));
                 }
                 let now = (decision.clone(), text("detail"));
@@ -415,6 +418,9 @@ impl Seen {
             ),
             "escalated" => {
                 self.pages += 1;
+                if !policy.is_empty() && !self.expected.contains(&policy.as_str()) {
+                    self.strays.push(format!("a page by {policy}"));
+                }
                 println!("  {at}  paged a human: {}", text("why"));
             }
             "renotified" => {
