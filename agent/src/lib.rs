@@ -12,3 +12,11 @@ pub mod probe;
 pub mod config;
 pub mod link;
 pub mod pipeline;
+
+/// The wall clock in milliseconds since the Unix epoch: the time findings and results carry.
+/// The I/O edges read it once and hand it to the pure stages.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

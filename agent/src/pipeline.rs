@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
 
+use crate::now_ms;
 use crate::config::AgentConfig;
 use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM, Traffic};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
@@ -557,12 +558,6 @@ async fn send(
         }
     }
     true
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn now_secs() -> u64 {

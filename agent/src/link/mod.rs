@@ -321,7 +321,7 @@ impl Link {
                 _ = heartbeat.tick() => {
                     let beat = AgentMessage {
                         body: Some(agent_message::Body::Heartbeat(Heartbeat {
-                            sent_unix_ms: unix_ms_now(),
+                            sent_unix_ms: crate::now_ms(),
                             open_findings: u32::try_from(self.open_findings.len()).unwrap_or(u32::MAX),
                         })),
                     };
@@ -575,15 +575,8 @@ fn envelope(host: &str, id: &str, outcome: Outcome) -> ActionResult {
         status: outcome.status as i32,
         steps: outcome.steps,
         message: outcome.message,
-        finished_unix_ms: unix_ms_now(),
+        finished_unix_ms: crate::now_ms(),
     }
-}
-
-fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

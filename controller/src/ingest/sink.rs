@@ -382,7 +382,7 @@ fn to_line(record: &Record, key: &RecordKey) -> String {
         host: host.clone(),
         id: key.id.clone(),
         revision: key.revision,
-        received_unix_ms: unix_ms_now(),
+        received_unix_ms: crate::audit::now_ms(),
         summary,
         pb_hex: hex(&bytes),
     };
@@ -401,12 +401,6 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-pub(crate) fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 #[cfg(test)]
 mod tests {
