@@ -24,7 +24,7 @@
 //!     verify: { timeout: 20s }             # default 30s
 //!     guards:                              # every key optional; defaults in brackets
 //!       cooldown: 5m                       # per host + policy [5m]
-//!       max_attempts: 3                    # per host + cause, then escalate [3]
+//!       max_attempts: 3                    # per host + policy, then escalate [3]
 //!       attempts_window: 1h                # healthy this long resets the attempts [1h]
 //!       fleet: { max_concurrent: 2, max_percent: 10 }   # over ALL policies [1, 100]
 //!       storm: { hosts_percent: 30, min_hosts: 3, within: 2m }   # [none; min_hosts 3]

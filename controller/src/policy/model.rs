@@ -179,7 +179,7 @@ pub const DEFAULT_STORM_MIN_HOSTS: u32 = 3;
 pub struct Guards {
     /// No second action for the same host and policy within this span.
     pub cooldown: Duration,
-    /// Actions per host and cause before escalating instead.
+    /// Actions of this policy per host (within the attempts window) before escalating instead.
     pub max_attempts: u32,
     /// The attempt count resets once the host has been healthy this long.
     pub attempts_window: Duration,
