@@ -24,13 +24,13 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
 
-use crate::now_ms;
 use crate::config::AgentConfig;
 use crate::detect::access::{AccessRates, LogFormat, NO_UPSTREAM, Traffic};
 use crate::detect::{Classified, DetectError, StartAt, Tailer, classify};
 use crate::diagnose::resolve::{self, ProbeAnswer, RESOLVED_BY, Recovery};
 use crate::diagnose::{self, Aggregator, Finding, Probes, Requests};
 use crate::link::{FINDINGS_QUEUE, Link, LinkError};
+use crate::now_ms;
 use crate::probe::http;
 use crate::probe::nginx::LogDestination;
 use crate::probe::php_fpm;

@@ -401,7 +401,6 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
