@@ -810,8 +810,7 @@ mod tests {
         let (_dir, path) = write(&yaml("    directives: [fastcgi_pass, include]\n"));
         let err = load(&path).unwrap_err().to_string();
         assert!(
-            err.contains("agent.yaml:9:")
-                && err.contains("`include` is not an editable directive"),
+            err.contains("agent.yaml:9:") && err.contains("`include` is not an editable directive"),
             "{err}"
         );
         let (_dir, path) = write(&yaml("    max_timeout: forever\n"));
